@@ -1,0 +1,66 @@
+import path from "node:path";
+
+/**
+ * The whole storage layout of a data folder, built by this one function.
+ *
+ * ```
+ * <data>/
+ *   catalog.sqlite                      SQLite catalog (default catalog backend)
+ *   blobs/sha256/<aa>/<64 hex>          committed blobs, content-addressed, immutable (mode 0444)
+ *   uploads/<id>                        bytes of open upload sessions (two-phase: never read as blobs)
+ *   tmp/                                scratch for whole-stream puts; emptied on start
+ *   keys/signing/<kid>.jwk              Ed25519 private keys of the index signer (mode 0600)
+ *   keys/token-secret                   HMAC secret for API tokens (mode 0600)
+ *   tls/server.crt, tls/server.key      self-signed certificate made on first start (unless given)
+ * ```
+ *
+ * Object-store backends use the same keys below their bucket prefix: `blobs/sha256/<aa>/<hex>`
+ * and `uploads/<id>`.
+ */
+export type StorageKey =
+  | { kind: "catalog" }
+  | { kind: "blob"; hex: string }
+  | { kind: "blobsRoot" }
+  | { kind: "upload"; id: string }
+  | { kind: "uploadsRoot" }
+  | { kind: "tmp" }
+  | { kind: "signingKeys" }
+  | { kind: "tokenSecret" }
+  | { kind: "tlsCert" }
+  | { kind: "tlsKey" };
+
+const HEX_RE = /^[0-9a-f]{64}$/;
+const UPLOAD_ID_RE = /^[A-Za-z0-9_-]{8,64}$/;
+
+/** Relative key (POSIX separators) of one storage object. */
+export function storageKey(key: StorageKey): string {
+  switch (key.kind) {
+    case "catalog":
+      return "catalog.sqlite";
+    case "blobsRoot":
+      return "blobs/sha256";
+    case "blob":
+      if (!HEX_RE.test(key.hex)) throw new TypeError(`bad blob hex ${JSON.stringify(key.hex)}`);
+      return `blobs/sha256/${key.hex.slice(0, 2)}/${key.hex}`;
+    case "uploadsRoot":
+      return "uploads";
+    case "upload":
+      if (!UPLOAD_ID_RE.test(key.id)) throw new TypeError(`bad upload id ${JSON.stringify(key.id)}`);
+      return `uploads/${key.id}`;
+    case "tmp":
+      return "tmp";
+    case "signingKeys":
+      return "keys/signing";
+    case "tokenSecret":
+      return "keys/token-secret";
+    case "tlsCert":
+      return "tls/server.crt";
+    case "tlsKey":
+      return "tls/server.key";
+  }
+}
+
+/** Absolute path of a storage object inside a data folder. */
+export function dataPath(dataDir: string, key: StorageKey): string {
+  return path.join(dataDir, ...storageKey(key).split("/"));
+}
