@@ -12,7 +12,12 @@ export const META_FTYPES = ["lxd.tar.xz", "incus.tar.xz"] as const;
 export type MetaFtype = (typeof META_FTYPES)[number];
 
 /** Every ftype the publish API accepts. */
-export const PUBLISHABLE_FTYPES = [...META_FTYPES, ...ROOT_FTYPES, "squashfs.vcdiff", "disk-kvm.img.vcdiff"] as const;
+export const PUBLISHABLE_FTYPES = [
+  ...META_FTYPES,
+  ...ROOT_FTYPES,
+  "squashfs.vcdiff",
+  "disk-kvm.img.vcdiff",
+] as const;
 export type PublishableFtype = (typeof PUBLISHABLE_FTYPES)[number];
 
 /** Name of the `combined_*_sha256` field for a root ftype (§3.3). */
@@ -89,4 +94,139 @@ export interface ImageMetadata {
   properties: Record<string, string>;
   /** Names of the templates declared, if any. */
   templates: string[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Documents as read from a remote (output of parse.ts). Collections keyed by free-form strings are
+// Maps, so a key such as `__proto__` stays data. Absent fields hold Go's zero value ("", 0, false,
+// empty Map), because that is what LXD sees.
+
+/** `streams/v1/index.json` (§2.1). */
+export interface IndexDoc {
+  format: string;
+  updated: string;
+  /** Entry key (conventionally the content_id) → entry. */
+  index: Map<string, IndexEntryDoc>;
+}
+
+export interface IndexEntryDoc {
+  datatype: string;
+  path: string;
+  format: string;
+  updated: string;
+  products: string[];
+}
+
+/** A products file (§2.2). */
+export interface ProductsDoc {
+  contentId: string;
+  datatype: string;
+  format: string;
+  license: string;
+  updated: string;
+  products: Map<string, ProductDoc>;
+}
+
+/** One product (§2.3). */
+export interface ProductDoc {
+  /** One comma-separated string, split without trimming (§4.1). */
+  aliases: string;
+  arch: string;
+  os: string;
+  release: string;
+  releaseTitle: string;
+  releaseCodename: string;
+  variant: string;
+  version: string;
+  supported: boolean;
+  supportEol: string;
+  lxdRequirements: Map<string, string>;
+  requirements: Map<string, string>;
+  versions: Map<string, VersionDoc>;
+}
+
+/** One version (§2.4). */
+export interface VersionDoc {
+  label: string;
+  pubname: string;
+  items: Map<string, ItemDoc>;
+}
+
+/** One item (§2.5). */
+export interface ItemDoc {
+  ftype: string;
+  path: string;
+  sha256: string;
+  md5: string;
+  /** Integer (Go int64; lxhub also requires it to be a safe JavaScript integer). */
+  size: number;
+  /** `combined_*_sha256` per root ftype, only those present and non-empty. */
+  combined: Partial<Record<RootFtype, string>>;
+  /** Legacy `combined_sha256` (fingerprint of a root.tar.xz pair when `combined_rootxz_sha256` is absent). */
+  combinedSha256: string;
+  /** Incus: `virtual-machine` marks a unified VM tarball. */
+  combinedType: string;
+  deltaBase: string;
+}
+
+/** A file a client downloads for an image. */
+export interface ImageFileRef {
+  /** Item key inside the version. */
+  itemKey: string;
+  ftype: string;
+  path: string;
+  sha256: string;
+  size: number;
+}
+
+/** A delta usable to rebuild an image's root from an older image already held (§5). */
+export interface ImageDeltaRef extends ImageFileRef {
+  /** Version key the delta applies to. */
+  deltaBase: string;
+  /** Fingerprint of the image the delta starts from. */
+  sourceFingerprint: string;
+}
+
+/** One image as a client derives it from a products file (§4.7 step 3). */
+export interface StreamImage {
+  /** sha256(meta ‖ root), or the unified file's sha256 (§3.3). */
+  fingerprint: string;
+  type: "container" | "virtual-machine";
+  productKey: string;
+  versionKey: string;
+  os: string;
+  release: string;
+  releaseTitle: string;
+  variant: string;
+  label: string;
+  /** Product `arch` as published (used in medium aliases), e.g. `amd64`. */
+  rawArch: string;
+  /** Canonical arch, e.g. `x86_64`. */
+  arch: string;
+  /** Root ftype (`squashfs`, `root.tar.xz`, `disk-kvm.img`, …) or `tar.gz` for a unified tarball (`properties.type`). */
+  rootType: string;
+  /** Server aliases of the product, split on `,` exactly like the clients (§4.1). */
+  serverAliases: string[];
+  /**
+   * Alias names this image won (§4.2): `medium` ones are `A/<raw arch>`. A client shows the short
+   * ones only when the image arch is the host's, but resolves them either way.
+   */
+  aliases: { name: string; medium: boolean }[];
+  /** Metadata file, or the unified tarball. */
+  meta: ImageFileRef;
+  /** Root file; `null` for a unified tarball. */
+  root: ImageFileRef | null;
+  deltas: ImageDeltaRef[];
+  /** meta size + root size. */
+  size: number;
+  /** Basename of the metadata path (the name `lxc image export` writes). */
+  filename: string;
+  /** Midnight UTC of the version key's date. */
+  createdAt: Date;
+  /** `support_eol` midnight UTC, or `null` (never). */
+  expiresAt: Date | null;
+  /** Requirements as the chosen client reads them. */
+  requirements: Record<string, string>;
+  /** LXD 5.0.2 description: `<os> <release_title> <arch>[ (<label>)] (<version>)`. */
+  description: string;
 }

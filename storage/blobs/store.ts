@@ -33,11 +33,17 @@ export interface UploadState {
  *   and, on mismatch, throws `DigestMismatchError` and removes the session's bytes;
  * - every byte is hashed as it passes; a backend rereads stored bytes only when it lost the
  *   in-memory hash state (after a restart).
+ * - malformed digests (DIGEST_RE) and upload ids the layout refuses (storage/layout.ts) are a
+ *   TypeError.
  */
 export interface BlobStore {
   /** Size of a committed blob, or null. */
   stat(digest: string): Promise<BlobInfo | null>;
-  /** A stream of a committed blob's bytes, whole or one inclusive range. Throws BlobNotFoundError. */
+  /**
+   * A stream of a committed blob's bytes, whole or one inclusive range. Throws BlobNotFoundError.
+   * A range end past the last byte is clamped to it; a start past the last byte, or an end before
+   * the start, is a RangeError.
+   */
   read(digest: string, range?: ByteRange): Promise<Readable>;
   /** Store a whole stream; if `expectedDigest` is given and differs, nothing is stored (DigestMismatchError). */
   put(source: Readable, expectedDigest?: string): Promise<BlobInfo>;
@@ -54,7 +60,8 @@ export interface BlobStore {
    * Append bytes at `offset` (must equal the session's offset, else UploadOffsetError).
    * Bytes received before the source ends or fails are kept, so a client can resume after a
    * dropped connection; the returned/observable offset counts only bytes written to the file.
-   * `maxBytes` caps what one call may add (TooLargeError past it).
+   * `maxBytes` caps what one call may add: past it the whole call is undone (the session stays
+   * at `offset`) and TooLargeError is thrown; the rest of `source` is left unread for the caller.
    */
   append(id: string, offset: number, source: Readable, maxBytes?: number): Promise<UploadState>;
   /** Verify and publish the session's bytes at their content address; the session is gone afterwards. */

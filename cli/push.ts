@@ -1,0 +1,78 @@
+import { readFileSync } from "node:fs";
+import type { Command } from "commander";
+import { ProgressLine, bytes } from "../client/progress.js";
+import { describePushError, pushImage } from "../client/push.js";
+import type { PushResult } from "../client/push.js";
+
+interface PushFlags {
+  token?: string;
+  ca?: string;
+  alias: string[];
+  version?: string;
+}
+
+/** `lxhub push SERVER_URL DIR`: publish a distrobuilder output folder (client/push.ts). */
+export function registerPush(program: Command): void {
+  program
+    .command("push")
+    .description(
+      "publish an image folder written by distrobuilder (lxd.tar.xz + rootfs.squashfs / disk.qcow2 …)",
+    )
+    .argument("<server>", "server URL, e.g. https://localhost:8443")
+    .argument("<dir>", "folder with the metadata tarball and root file(s)")
+    .option("--token <token>", "API token with a push: scope (default: $LXHUB_TOKEN)")
+    .option("--ca <file>", "PEM certificate to trust for the server (pins a self-signed certificate)")
+    .option("--alias <alias>", "extra alias (repeatable)", (v: string, prev: string[]) => [...prev, v], [])
+    .option("--version <version>", "version key (default: the image's creation date as YYYYMMDD_HHMM, UTC)")
+    .action(async (server: string, dir: string, flags: PushFlags) => {
+      const token = flags.token ?? process.env.LXHUB_TOKEN;
+      if (!token) throw new Error("no token: pass --token or set LXHUB_TOKEN");
+      let ca: Buffer | undefined;
+      if (flags.ca) {
+        try {
+          ca = readFileSync(flags.ca);
+        } catch (err) {
+          throw new Error(`cannot read --ca ${flags.ca}: ${(err as Error).message}`);
+        }
+      }
+      const progress = process.stderr.isTTY ? new ProgressLine(process.stderr) : undefined;
+      let result: PushResult;
+      try {
+        result = await pushImage({
+          server,
+          dir,
+          token,
+          ca,
+          aliases: flags.alias,
+          version: flags.version,
+          onProgress: progress?.push,
+        });
+      } catch (err) {
+        throw new Error(describePushError(err));
+      } finally {
+        progress?.finish();
+      }
+      process.stdout.write(summary(server, flags.ca, result));
+    });
+}
+
+function summary(server: string, caFile: string | undefined, r: PushResult): string {
+  const p = r.product;
+  const lines = [
+    `${r.created ? "published" : "already published"}: ${p.os}/${p.release}/${p.arch}/${p.variant} version ${r.version}`,
+    `  uploaded ${bytes(r.bytesUploaded)}, skipped ${bytes(r.bytesSkipped)}`,
+  ];
+  for (const [ftype, fp] of Object.entries(r.fingerprints)) lines.push(`  fingerprint (${ftype}): ${fp}`);
+  lines.push(`  aliases: ${r.aliases.join(", ")}`);
+  // The shortest default alias: `<os>/<release>` for the default variant, else `<os>/<release>/<variant>`.
+  const alias = p.variant === "default" && r.aliases[1] ? r.aliases[1] : (r.aliases[0] ?? r.version);
+  const remote = "lxhub";
+  const url = server.replace(/\/+$/, "");
+  lines.push("", "use it:");
+  if (!url.startsWith("https://"))
+    lines.push("  (lxc accepts only https:// remotes; use the server's HTTPS address)");
+  lines.push(`  lxc remote add ${remote} ${url} --protocol=simplestreams`);
+  if (caFile) lines.push(`  cp ${caFile} ~/.config/lxc/servercerts/${remote}.crt`);
+  lines.push(`  lxc launch ${remote}:${alias}${r.vm ? " --vm" : ""}`);
+  return lines.join("\n") + "\n";
+}

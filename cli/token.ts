@@ -1,0 +1,44 @@
+import type { Command } from "commander";
+import { resolveDataDir, DEFAULTS } from "../server/config.js";
+import { openRegistry } from "../registry/registry.js";
+import { parseDuration } from "../registry/tokens.js";
+
+/** `lxhub token create|revoke`: manage API tokens directly in a data folder. */
+export function registerToken(program: Command): void {
+  const token = program.command("token").description("manage API tokens");
+  token
+    .command("create")
+    .description("create a token and print it on stdout")
+    .option("--data <dir>", "data folder (default ./lxhub-data, or $LXHUB_DATA)")
+    .requiredOption("--scope <scope...>", "admin, push:<pattern> or delete:<pattern> (pattern over os/release/arch/variant, e.g. debian/*)")
+    .option("--ttl <duration>", "lifetime such as 30m, 12h, 90d", "30d")
+    .option("--subject <name>", "who the token is for (shown in the audit log)", "cli")
+    .action(async (o: { data?: string; scope: string[]; ttl: string; subject: string }) => {
+      const reg = await openRegistry({ ...DEFAULTS, dataDir: resolveDataDir(o.data) });
+      try {
+        const t = await reg.tokens.create({
+          scopes: o.scope.flatMap((s) => s.split(",")).filter(Boolean),
+          ttlSeconds: parseDuration(o.ttl),
+          subject: o.subject,
+          actor: "cli",
+        });
+        process.stdout.write(t.token + "\n");
+        process.stderr.write(`token ${t.id} expires ${t.expiresAt}\n`);
+      } finally {
+        await reg.close();
+      }
+    });
+  token
+    .command("revoke")
+    .description("revoke a token by its id")
+    .argument("<id>")
+    .option("--data <dir>", "data folder (default ./lxhub-data, or $LXHUB_DATA)")
+    .action(async (id: string, o: { data?: string }) => {
+      const reg = await openRegistry({ ...DEFAULTS, dataDir: resolveDataDir(o.data) });
+      try {
+        await reg.tokens.revoke(id, "cli");
+      } finally {
+        await reg.close();
+      }
+    });
+}

@@ -1,0 +1,53 @@
+import { mkdir } from "node:fs/promises";
+import { Keyring } from "../signing/keyring.js";
+import { FsBlobStore } from "../storage/blobs/fs.js";
+import type { BlobStore } from "../storage/blobs/store.js";
+import { Catalog } from "../storage/catalog/catalog.js";
+import { dataPath } from "../storage/layout.js";
+import { IndexService } from "./indexer.js";
+import { PublishService } from "./publish.js";
+import { TokenService } from "./tokens.js";
+import { UploadService } from "./uploads.js";
+
+export interface RegistryOptions {
+  dataDir: string;
+  statementTtlSeconds: number;
+  uploadTtlSeconds: number;
+  maxBlobBytes: number;
+  issuer: string;
+}
+
+/** Every service of one registry, wired over its storage; used by `serve` and by offline commands. */
+export interface Registry {
+  catalog: Catalog;
+  blobs: BlobStore;
+  keyring: Keyring;
+  tokens: TokenService;
+  index: IndexService;
+  publish: PublishService;
+  uploads: UploadService;
+  close(): Promise<void>;
+}
+
+export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
+  await mkdir(opts.dataDir, { recursive: true, mode: 0o750 });
+  const catalog = await Catalog.open({ client: "sqlite", filename: dataPath(opts.dataDir, { kind: "catalog" }) });
+  try {
+    const blobs = await FsBlobStore.open(opts.dataDir);
+    const keyring = await Keyring.open(dataPath(opts.dataDir, { kind: "signingKeys" }));
+    const tokens = await TokenService.open(catalog, dataPath(opts.dataDir, { kind: "tokenSecret" }));
+    const index = new IndexService(catalog, keyring, {
+      statementTtlSeconds: opts.statementTtlSeconds,
+      issuer: opts.issuer,
+    });
+    const publish = new PublishService(catalog, blobs, index);
+    const uploads = new UploadService(blobs, catalog, {
+      ttlSeconds: opts.uploadTtlSeconds,
+      maxBlobBytes: opts.maxBlobBytes,
+    });
+    return { catalog, blobs, keyring, tokens, index, publish, uploads, close: () => catalog.close() };
+  } catch (err) {
+    await catalog.close();
+    throw err;
+  }
+}

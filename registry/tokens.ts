@@ -1,0 +1,168 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import { mkdir, readFile, writeFile, link, unlink, open } from "node:fs/promises";
+import path from "node:path";
+import { SignJWT, jwtVerify, errors as joseErrors } from "jose";
+import type { Catalog } from "../storage/catalog/catalog.js";
+import { LxhubError } from "./errors.js";
+
+/** What a token may do. `admin` allows everything. */
+export type Action = "push" | "delete" | "admin";
+
+export interface Principal {
+  tokenId: string;
+  subject: string;
+  scopes: string[];
+}
+
+const SCOPE_RE = /^(admin|(push|delete):[A-Za-z0-9._*:/-]+)$/;
+const ISSUER = "lxhub";
+const AUDIENCE = "lxhub-api";
+
+/** Parse `30m`, `12h`, `90d`, `3600s` (or a bare number of seconds) into seconds. */
+export function parseDuration(text: string): number {
+  const m = /^(\d+)\s*([smhdw]?)$/.exec(text.trim());
+  if (!m) throw new LxhubError("BAD_REQUEST", `not a duration: ${JSON.stringify(text)} (use e.g. 30m, 12h, 90d)`);
+  const n = Number(m[1]);
+  const unit = { "": 1, s: 1, m: 60, h: 3600, d: 86400, w: 604800 }[m[2] ?? ""] ?? 1;
+  const seconds = n * unit;
+  if (seconds <= 0) throw new LxhubError("BAD_REQUEST", "a token's lifetime must be positive");
+  return seconds;
+}
+
+export function validateScopes(scopes: string[]): void {
+  if (!scopes.length) throw new LxhubError("BAD_REQUEST", "a token needs at least one scope");
+  for (const s of scopes) {
+    if (!SCOPE_RE.test(s)) {
+      throw new LxhubError(
+        "BAD_REQUEST",
+        `unknown scope ${JSON.stringify(s)}: use admin, push:<pattern> or delete:<pattern> (pattern like debian/* or *)`,
+      );
+    }
+  }
+}
+
+function globToRegExp(glob: string): RegExp {
+  const escaped = glob.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*");
+  return new RegExp(`^${escaped}$`);
+}
+
+/** Whether `scopes` allow `action` on `target` (`os/release/arch/variant`, or `*` for "any product"). */
+export function allows(scopes: string[], action: Action, target: string): boolean {
+  if (scopes.includes("admin")) return true;
+  if (action === "admin") return false;
+  return scopes.some((s) => {
+    const [verb, pattern] = [s.slice(0, s.indexOf(":")), s.slice(s.indexOf(":") + 1)];
+    if (verb !== action) return false;
+    return target === "*" || globToRegExp(pattern).test(target);
+  });
+}
+
+/**
+ * API tokens: HS256 JWTs (jose) with a jti recorded in the catalog, so they expire by their
+ * `exp` and can be revoked before that. The HMAC secret lives in the data folder (0600).
+ */
+export class TokenService {
+  private constructor(
+    private readonly catalog: Catalog,
+    private readonly secret: Uint8Array,
+  ) {}
+
+  static async open(catalog: Catalog, secretFile: string): Promise<TokenService> {
+    let secret: Buffer;
+    try {
+      secret = Buffer.from((await readFile(secretFile, "utf8")).trim(), "base64url");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      secret = randomBytes(32);
+      await mkdir(path.dirname(secretFile), { recursive: true, mode: 0o700 });
+      const tmp = `${secretFile}.${process.pid}.tmp`;
+      await writeFile(tmp, secret.toString("base64url") + "\n", { mode: 0o600 });
+      const fh = await open(tmp, "r");
+      await fh.sync();
+      await fh.close();
+      try {
+        // link() fails when the file exists: a concurrent `token create` that won the race keeps its secret.
+        await link(tmp, secretFile);
+      } catch (linkErr) {
+        if ((linkErr as NodeJS.ErrnoException).code !== "EEXIST") throw linkErr;
+        secret = Buffer.from((await readFile(secretFile, "utf8")).trim(), "base64url");
+      } finally {
+        await unlink(tmp);
+      }
+    }
+    if (secret.length < 32) throw new Error(`token secret in ${secretFile} is too short`);
+    return new TokenService(catalog, new Uint8Array(secret));
+  }
+
+  async create(opts: {
+    scopes: string[];
+    ttlSeconds: number;
+    subject?: string;
+    actor?: string;
+  }): Promise<{ id: string; token: string; expiresAt: string }> {
+    validateScopes(opts.scopes);
+    const id = randomUUID();
+    const nowS = Math.floor(Date.now() / 1000);
+    const exp = nowS + opts.ttlSeconds;
+    const subject = opts.subject ?? "lxhub";
+    const token = await new SignJWT({ scopes: opts.scopes })
+      .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+      .setJti(id)
+      .setSubject(subject)
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setIssuedAt(nowS)
+      .setExpirationTime(exp)
+      .sign(this.secret);
+    const expiresAt = new Date(exp * 1000).toISOString();
+    await this.catalog.insertToken({
+      id,
+      subject,
+      scopes: opts.scopes,
+      createdAt: new Date(nowS * 1000).toISOString(),
+      expiresAt,
+      revokedAt: null,
+    });
+    await this.catalog.audit({
+      actor: opts.actor ?? "cli",
+      action: "token.create",
+      target: id,
+      detail: { scopes: opts.scopes, subject, expiresAt },
+    });
+    return { id, token, expiresAt };
+  }
+
+  /** Check a bearer token: signature, issuer, audience, expiry, and that it was not revoked. */
+  async verify(token: string): Promise<Principal> {
+    let payload;
+    try {
+      ({ payload } = await jwtVerify(token, this.secret, {
+        algorithms: ["HS256"],
+        issuer: ISSUER,
+        audience: AUDIENCE,
+      }));
+    } catch (err) {
+      if (err instanceof joseErrors.JWTExpired) throw new LxhubError("UNAUTHORIZED", "token expired");
+      throw new LxhubError("UNAUTHORIZED", "invalid token");
+    }
+    const id = payload.jti;
+    if (typeof id !== "string") throw new LxhubError("UNAUTHORIZED", "invalid token");
+    const rec = await this.catalog.getToken(id);
+    if (!rec) throw new LxhubError("UNAUTHORIZED", "unknown token");
+    if (rec.revokedAt) throw new LxhubError("UNAUTHORIZED", "token revoked");
+    if (Date.parse(rec.expiresAt) <= Date.now()) throw new LxhubError("UNAUTHORIZED", "token expired");
+    return { tokenId: id, subject: rec.subject, scopes: rec.scopes };
+  }
+
+  async revoke(id: string, actor: string): Promise<void> {
+    if (!(await this.catalog.revokeToken(id))) throw new LxhubError("NOT_FOUND", `no active token ${id}`);
+    await this.catalog.audit({ actor, action: "token.revoke", target: id });
+  }
+}
+
+/** Throw FORBIDDEN unless the principal may do `action` on `target`. */
+export function authorize(p: Principal, action: Action, target: string): void {
+  if (!allows(p.scopes, action, target)) {
+    throw new LxhubError("FORBIDDEN", `token scopes ${p.scopes.join(" ")} do not allow ${action} on ${target}`);
+  }
+}

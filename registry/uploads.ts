@@ -1,0 +1,132 @@
+import type { Readable } from "node:stream";
+import {
+  DigestMismatchError,
+  TooLargeError,
+  UploadNotFoundError,
+  UploadOffsetError,
+  DIGEST_RE,
+  type BlobInfo,
+  type BlobStore,
+  type UploadState,
+} from "../storage/blobs/store.js";
+import type { Catalog } from "../storage/catalog/catalog.js";
+import { LxhubError } from "./errors.js";
+
+export interface UploadView {
+  id: string;
+  offset: number;
+  expiresAt: string;
+}
+
+/**
+ * Resumable upload sessions: the blob store holds the bytes (two-phase), the catalog holds
+ * who opened the session and when it expires. A session untouched for `ttlSeconds` expires
+ * and its bytes are dropped by `sweep()`.
+ */
+export class UploadService {
+  constructor(
+    private readonly blobs: BlobStore,
+    private readonly catalog: Catalog,
+    private readonly opts: { ttlSeconds: number; maxBlobBytes: number },
+  ) {}
+
+  private expiry(): string {
+    return new Date(Date.now() + this.opts.ttlSeconds * 1000).toISOString();
+  }
+
+  async open(actor: string): Promise<UploadView> {
+    const state = await this.blobs.createUpload();
+    const expiresAt = this.expiry();
+    await this.catalog.createUploadSession({
+      id: state.id,
+      createdAt: new Date().toISOString(),
+      createdBy: actor,
+      expiresAt,
+    });
+    return { id: state.id, offset: 0, expiresAt };
+  }
+
+  private async live(id: string): Promise<{ state: UploadState; expiresAt: string }> {
+    const rec = await this.catalog.getUploadSession(id).catch(() => null);
+    const state = rec ? await this.blobs.uploadState(id).catch(() => null) : null;
+    if (!rec || !state || Date.parse(rec.expiresAt) <= Date.now()) {
+      throw new LxhubError("UPLOAD_NOT_FOUND", `no open upload session ${id}`);
+    }
+    return { state, expiresAt: rec.expiresAt };
+  }
+
+  async state(id: string): Promise<UploadView> {
+    const { state, expiresAt } = await this.live(id);
+    return { id, offset: state.offset, expiresAt };
+  }
+
+  /** Append at `offset`; bytes that arrived before a dropped connection stay (see BlobStore.append). */
+  async append(id: string, offset: number, body: Readable): Promise<UploadView> {
+    const { state } = await this.live(id);
+    const room = this.opts.maxBlobBytes - state.offset;
+    try {
+      const next = await this.blobs.append(id, offset, body, room);
+      const expiresAt = this.expiry();
+      await this.catalog.touchUploadSession(id, expiresAt);
+      return { id, offset: next.offset, expiresAt };
+    } catch (err) {
+      throw mapStoreError(err);
+    }
+  }
+
+  /** Verify the digest and publish the bytes at their address; on mismatch nothing is kept. */
+  async commit(id: string, digest: string, actor: string): Promise<BlobInfo> {
+    if (!DIGEST_RE.test(digest)) {
+      throw new LxhubError("BAD_REQUEST", `digest must be sha256:<64 lower-case hex>, got ${JSON.stringify(digest)}`);
+    }
+    await this.live(id);
+    let info: BlobInfo;
+    try {
+      info = await this.blobs.commitUpload(id, digest);
+    } catch (err) {
+      if (err instanceof DigestMismatchError) await this.catalog.deleteUploadSession(id);
+      throw mapStoreError(err);
+    }
+    await this.catalog.recordBlob(info.digest, info.size);
+    await this.catalog.deleteUploadSession(id);
+    await this.catalog.audit({ actor, action: "blob.commit", target: info.digest, detail: { size: info.size } });
+    return info;
+  }
+
+  async cancel(id: string): Promise<void> {
+    await this.blobs.cancelUpload(id);
+    await this.catalog.deleteUploadSession(id);
+  }
+
+  /** Drop expired sessions and session bytes that no catalog record owns (left by a crash). */
+  async sweep(at = new Date()): Promise<number> {
+    let n = 0;
+    for (const id of await this.catalog.expiredUploadSessions(at)) {
+      await this.cancel(id);
+      n++;
+    }
+    for await (const u of this.blobs.listUploads()) {
+      if (!(await this.catalog.getUploadSession(u.id)) && at.getTime() - u.updatedAt.getTime() > 60_000) {
+        await this.blobs.cancelUpload(u.id);
+        n++;
+      }
+    }
+    return n;
+  }
+}
+
+export function mapStoreError(err: unknown): unknown {
+  if (err instanceof DigestMismatchError) {
+    return new LxhubError("DIGEST_MISMATCH", err.message, {
+      expected: err.expected,
+      actual: err.actual,
+      size: err.size,
+    });
+  }
+  if (err instanceof UploadOffsetError) {
+    return new LxhubError("UPLOAD_OFFSET_MISMATCH", err.message, { offset: err.expected });
+  }
+  if (err instanceof UploadNotFoundError) return new LxhubError("UPLOAD_NOT_FOUND", err.message);
+  if (err instanceof TooLargeError) return new LxhubError("TOO_LARGE", `upload exceeds ${err.limit} bytes`);
+  return err;
+}

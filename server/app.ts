@@ -1,0 +1,145 @@
+import http from "node:http";
+import https from "node:https";
+import net from "node:net";
+import type { AddressInfo } from "node:net";
+import { pino, type Logger } from "pino";
+import { openRegistry, type Registry } from "../registry/registry.js";
+import { dataPath } from "../storage/layout.js";
+import { createApi } from "./api.js";
+import type { ServerConfig } from "./config.js";
+import { splitHostPort } from "./config.js";
+import { createReadPath } from "./read-path.js";
+import { loadOrCreateTls, type TlsMaterial } from "./tls.js";
+
+export interface RunningServer {
+  registry: Registry;
+  tls: TlsMaterial | null;
+  httpUrl: string | null;
+  httpsUrl: string | null;
+  log: Logger;
+  close(): Promise<void>;
+}
+
+function urlOf(scheme: string, addr: AddressInfo): string {
+  const host = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
+  return `${scheme}://${host}:${addr.port}`;
+}
+
+function listen(server: net.Server, hostPort: string): Promise<AddressInfo> {
+  const { host, port } = splitHostPort(hostPort);
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+/**
+ * Compose and start the server: registry services, the read path ahead of the express API,
+ * a plain HTTP listener and a TLS 1.3 listener that also answers plain HTTP on the same port
+ * (LXD asks for every image file over http:// on the HTTPS port first, simplestreams.md §1.6:
+ * it gets the same bytes at once instead of a hanging handshake).
+ */
+export async function startServer(config: ServerConfig, log: Logger = pino()): Promise<RunningServer> {
+  const registry = await openRegistry(config);
+  await registry.index.rebuild();
+  const readPath = (certPem: string) => createReadPath({ index: registry.index, blobs: registry.blobs, certPem });
+  const api = createApi({ ...registry, onInternalError: (err) => log.error({ err }, "internal error") });
+
+  let tls: TlsMaterial | null = null;
+  if (config.tlsListen !== "") {
+    tls = await loadOrCreateTls({
+      certFile: config.tlsCert ?? dataPath(config.dataDir, { kind: "tlsCert" }),
+      keyFile: config.tlsKey ?? dataPath(config.dataDir, { kind: "tlsKey" }),
+      generate: config.tlsCert === undefined,
+    });
+  }
+  const read = readPath(tls?.cert ?? "");
+
+  const handler: http.RequestListener = (req, res) => {
+    const started = process.hrtime.bigint();
+    const sentBefore = req.socket.bytesWritten;
+    res.on("finish", () => {
+      log.info({
+        event: "request",
+        method: req.method,
+        path: req.url,
+        status: res.statusCode,
+        bytes: req.socket.bytesWritten - sentBefore, // headers included
+        ms: Number(process.hrtime.bigint() - started) / 1e6,
+        ua: req.headers["user-agent"],
+        tls: (req.socket as { encrypted?: boolean }).encrypted === true,
+      });
+    });
+    if (!read(req, res)) api(req, res);
+  };
+  const serverOpts: http.ServerOptions = {
+    requestTimeout: 0, // uploads of large images may take longer than any fixed limit
+    headersTimeout: 60_000,
+    keepAliveTimeout: 5_000,
+  };
+  const servers: net.Server[] = [];
+  let httpUrl: string | null = null;
+  let httpsUrl: string | null = null;
+
+  if (config.listen !== "") {
+    const plain = http.createServer(serverOpts, handler);
+    servers.push(plain);
+    httpUrl = urlOf("http", await listen(plain, config.listen));
+  }
+  if (tls) {
+    const plainOnTls = http.createServer(serverOpts, handler);
+    const secure = https.createServer({ ...serverOpts, cert: tls.cert, key: tls.key, minVersion: "TLSv1.3" }, handler);
+    // Sniff the first byte: 0x16 opens a TLS handshake, anything else is plain HTTP.
+    const front = net.createServer({ pauseOnConnect: false }, (socket) => {
+      socket.once("data", (first: Buffer) => {
+        socket.pause();
+        socket.unshift(first);
+        (first[0] === 0x16 ? secure : plainOnTls).emit("connection", socket);
+        process.nextTick(() => socket.resume());
+      });
+      socket.on("error", () => socket.destroy());
+      // A connection that never says anything is not kept forever.
+      socket.setTimeout(60_000, () => socket.destroy());
+    });
+    servers.push(front, plainOnTls, secure);
+    httpsUrl = urlOf("https", await listen(front, config.tlsListen));
+  }
+
+  const timers = [
+    setInterval(() => {
+      registry.uploads.sweep().catch((err: unknown) => log.error({ err }, "upload sweep failed"));
+    }, 10 * 60_000),
+    setInterval(
+      () => {
+        registry.index.rebuild().catch((err: unknown) => log.error({ err }, "re-signing failed"));
+      },
+      Math.max(60, config.statementTtlSeconds / 4) * 1000,
+    ),
+  ];
+  for (const t of timers) t.unref();
+
+  return {
+    registry,
+    tls,
+    httpUrl,
+    httpsUrl,
+    log,
+    async close() {
+      for (const t of timers) clearInterval(t);
+      await Promise.all(
+        servers.map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              if (!s.listening) return resolve();
+              s.close(() => resolve());
+              (s as http.Server).closeAllConnections?.();
+            }),
+        ),
+      );
+      await registry.close();
+    },
+  };
+}

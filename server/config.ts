@@ -1,0 +1,84 @@
+import path from "node:path";
+import { z } from "zod";
+
+/**
+ * Server configuration: one schema with defaults; flags > environment > defaults. A wrong value
+ * fails at start-up with the setting's name and why.
+ */
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be HOST:PORT (e.g. 127.0.0.1:8080, [::]:8443)");
+
+export const configSchema = z
+  .object({
+    /** Data folder: catalog, blobs, keys, certificate (default ./lxhub-data; env LXHUB_DATA). */
+    dataDir: z.string().min(1),
+    /** Plain HTTP listener (env LXHUB_LISTEN); "" disables it. */
+    listen: z.union([hostPort, z.literal("")]),
+    /** HTTPS listener, TLS 1.3 only (env LXHUB_TLS_LISTEN); "" disables it. Plain HTTP on this port is answered too. */
+    tlsListen: z.union([hostPort, z.literal("")]),
+    /** PEM certificate and key (env LXHUB_TLS_CERT / LXHUB_TLS_KEY); default: self-signed, kept in the data folder. */
+    tlsCert: z.string().optional(),
+    tlsKey: z.string().optional(),
+    /** Lifetime of the signed statement; it is re-signed at a quarter of it (env LXHUB_STATEMENT_TTL). */
+    statementTtlSeconds: z.number().int().min(60),
+    /** An upload session untouched this long expires. */
+    uploadTtlSeconds: z.number().int().min(60),
+    /** Largest blob accepted. */
+    maxBlobBytes: z.number().int().positive(),
+    /** `iss` of signed statements. */
+    issuer: z.string().min(1),
+  })
+  .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), {
+    message: "--tls-cert and --tls-key go together",
+  })
+  .refine((c) => c.listen !== "" || c.tlsListen !== "", { message: "at least one of --listen / --tls-listen" });
+
+export type ServerConfig = z.infer<typeof configSchema>;
+
+export const DEFAULTS = {
+  dataDir: "lxhub-data",
+  listen: "0.0.0.0:8080",
+  tlsListen: "0.0.0.0:8443",
+  statementTtlSeconds: 7 * 86400,
+  uploadTtlSeconds: 24 * 3600,
+  maxBlobBytes: 64 * 1024 ** 3,
+  issuer: "lxhub",
+};
+
+/** Data folder from a flag, else LXHUB_DATA, else ./lxhub-data (absolute). */
+export function resolveDataDir(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return path.resolve(flag ?? env.LXHUB_DATA ?? DEFAULTS.dataDir);
+}
+
+export function loadConfig(
+  flags: Partial<Record<keyof ServerConfig, string | number | undefined>>,
+  env: NodeJS.ProcessEnv = process.env,
+): ServerConfig {
+  const pick = <T>(flag: T | undefined, envName: string, dflt: T): T =>
+    flag ?? ((env[envName] as T | undefined) ?? dflt);
+  const num = (v: string | number | undefined): number | undefined => (v === undefined ? undefined : Number(v));
+  const raw = {
+    dataDir: resolveDataDir(flags.dataDir as string | undefined, env),
+    listen: pick(flags.listen as string | undefined, "LXHUB_LISTEN", DEFAULTS.listen),
+    tlsListen: pick(flags.tlsListen as string | undefined, "LXHUB_TLS_LISTEN", DEFAULTS.tlsListen),
+    tlsCert: pick(flags.tlsCert as string | undefined, "LXHUB_TLS_CERT", undefined),
+    tlsKey: pick(flags.tlsKey as string | undefined, "LXHUB_TLS_KEY", undefined),
+    statementTtlSeconds: num(pick(flags.statementTtlSeconds, "LXHUB_STATEMENT_TTL", DEFAULTS.statementTtlSeconds)),
+    uploadTtlSeconds: num(pick(flags.uploadTtlSeconds, "LXHUB_UPLOAD_TTL", DEFAULTS.uploadTtlSeconds)),
+    maxBlobBytes: num(pick(flags.maxBlobBytes, "LXHUB_MAX_BLOB_BYTES", DEFAULTS.maxBlobBytes)),
+    issuer: pick(flags.issuer as string | undefined, "LXHUB_ISSUER", DEFAULTS.issuer),
+  };
+  const r = configSchema.safeParse(raw);
+  if (!r.success) {
+    throw new Error(
+      "invalid configuration: " + r.error.issues.map((i) => `${i.path.join(".") || "config"}: ${i.message}`).join("; "),
+    );
+  }
+  return r.data;
+}
+
+export function splitHostPort(hp: string): { host: string; port: number } {
+  const i = hp.lastIndexOf(":");
+  return { host: hp.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(hp.slice(i + 1)) };
+}

@@ -1,0 +1,173 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { pipeline } from "node:stream/promises";
+import type { BlobStore } from "../storage/blobs/store.js";
+import type { IndexService, ServedDocument } from "../registry/indexer.js";
+import { LxhubError } from "../registry/errors.js";
+import { sendError } from "./errors.js";
+
+/**
+ * The public read path on a plain `node:http` handler ahead of express (decisions.md: express
+ * is 4–5× slower per request). Serves the index documents from memory and image files from the
+ * blob store, with Range, HEAD, strong ETags and genuine 404s. Returns false for any path it
+ * does not own, so the caller hands the request on.
+ */
+export function createReadPath(deps: { index: IndexService; blobs: BlobStore; certPem: string }) {
+  const certBody = Buffer.from(deps.certPem);
+
+  return function handle(req: IncomingMessage, res: ServerResponse): boolean {
+    const rel = normalize(req.url ?? "/");
+    if (rel === null) return false;
+    const isDoc = rel.startsWith("streams/") || rel.startsWith(".well-known/lxhub/");
+    const isFile = rel.startsWith("images/") || rel.startsWith("blobs/sha256/");
+    if (!isDoc && !isFile) return false;
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405, { allow: "GET, HEAD", "content-type": "application/json" });
+      res.end(JSON.stringify({ error: { code: "BAD_REQUEST", message: "read-only path" } }) + "\n");
+      return true;
+    }
+    if (rel === ".well-known/lxhub/server.crt") {
+      res.writeHead(200, { "content-type": "application/x-pem-file", "content-length": certBody.length });
+      res.end(req.method === "HEAD" ? undefined : certBody);
+      return true;
+    }
+    const gen = deps.index.generation();
+    if (isDoc) {
+      const doc = gen?.documents.get(rel);
+      if (!doc) sendError(res, new LxhubError("NOT_FOUND", `no such document: /${rel}`));
+      else sendDocument(req, res, doc);
+      return true;
+    }
+    let digest: string | undefined;
+    if (rel.startsWith("blobs/sha256/")) {
+      const hexPart = rel.slice("blobs/sha256/".length);
+      if (/^[0-9a-f]{64}$/.test(hexPart)) digest = `sha256:${hexPart}`;
+    } else {
+      digest = gen?.files.get(rel)?.digest;
+    }
+    if (!digest) {
+      sendError(res, new LxhubError("NOT_FOUND", `no such file: /${rel}`));
+      return true;
+    }
+    sendBlob(req, res, deps.blobs, digest).catch((err: unknown) => sendError(res, err));
+    return true;
+  };
+}
+
+/**
+ * Path relative to the root with runs of `/` merged (the LXC download template sends
+ * `…//rootfs.tar.xz`, pitfall 15) and percent-escapes decoded; null when undecodable or when
+ * it holds a `..` or `.` segment.
+ */
+export function normalize(url: string): string | null {
+  const q = url.indexOf("?");
+  const raw = q >= 0 ? url.slice(0, q) : url;
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(raw);
+  } catch {
+    return null;
+  }
+  const segments = decoded.split("/").filter((s) => s.length > 0);
+  if (segments.some((s) => s === ".." || s === "." || s.includes("\0"))) return null;
+  return segments.join("/");
+}
+
+function acceptsGzip(req: IncomingMessage): boolean {
+  const h = req.headers["accept-encoding"];
+  if (!h) return false;
+  return h.split(",").some((part) => {
+    const [coding, ...params] = part.trim().split(";");
+    if (coding?.trim().toLowerCase() !== "gzip") return false;
+    const q = params.map((p) => p.trim()).find((p) => p.startsWith("q="));
+    return !q || Number(q.slice(2)) > 0;
+  });
+}
+
+function etagMatches(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  return header.split(",").some((t) => t.trim() === etag || t.trim() === "*");
+}
+
+function sendDocument(req: IncomingMessage, res: ServerResponse, doc: ServedDocument): void {
+  const headers: Record<string, string | number> = {
+    "content-type": doc.contentType,
+    etag: doc.etag,
+    vary: "Accept-Encoding",
+    // Documents change with each publish: caches must revalidate (the ETag makes that cheap).
+    "cache-control": "no-cache",
+  };
+  if (etagMatches(req.headers["if-none-match"], doc.etag)) {
+    res.writeHead(304, headers);
+    res.end();
+    return;
+  }
+  const gzip = acceptsGzip(req);
+  const body = gzip ? doc.gzip : doc.body;
+  if (gzip) headers["content-encoding"] = "gzip";
+  headers["content-length"] = body.length;
+  res.writeHead(200, headers);
+  res.end(req.method === "HEAD" ? undefined : body);
+}
+
+/** Parse a single `bytes=` range against a size; null = serve whole, "unsatisfiable" = 416. */
+export function parseRange(header: string | undefined, size: number): { start: number; end: number } | null | "unsatisfiable" {
+  if (!header) return null;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m) return null; // multiple or malformed ranges: RFC 9110 lets us answer with the whole file
+  const [, a, b] = m;
+  let start: number;
+  let end: number;
+  if (a === "" && b === "") return null;
+  if (a === "") {
+    const n = Number(b);
+    if (n === 0) return "unsatisfiable";
+    start = Math.max(0, size - n);
+    end = size - 1;
+  } else {
+    start = Number(a);
+    end = b === "" ? size - 1 : Math.min(Number(b), size - 1);
+    if (b !== "" && Number(b) < start) return null;
+  }
+  if (start >= size) return "unsatisfiable";
+  return { start, end };
+}
+
+async function sendBlob(req: IncomingMessage, res: ServerResponse, blobs: BlobStore, digest: string): Promise<void> {
+  const info = await blobs.stat(digest);
+  if (!info) throw new LxhubError("NOT_FOUND", `no such blob: ${digest}`);
+  const etag = `"${digest.slice(7)}"`;
+  const headers: Record<string, string | number> = {
+    "content-type": "application/octet-stream",
+    "accept-ranges": "bytes",
+    etag,
+    // Content behind a path never changes (pitfall 19): cache forever.
+    "cache-control": "public, max-age=31536000, immutable",
+  };
+  const ifRange = req.headers["if-range"];
+  let range = parseRange(req.headers.range, info.size);
+  if (ifRange && ifRange !== etag) range = null;
+  if (range === "unsatisfiable") {
+    res.writeHead(416, { ...headers, "content-range": `bytes */${info.size}` });
+    res.end();
+    return;
+  }
+  if (range) {
+    headers["content-range"] = `bytes ${range.start}-${range.end}/${info.size}`;
+    headers["content-length"] = range.end - range.start + 1;
+    res.writeHead(206, headers);
+  } else {
+    headers["content-length"] = info.size;
+    res.writeHead(200, headers);
+  }
+  if (req.method === "HEAD" || info.size === 0) {
+    res.end();
+    return;
+  }
+  const stream = await blobs.read(digest, range ?? undefined);
+  try {
+    await pipeline(stream, res);
+  } catch {
+    // The client went away mid-download; nothing to answer.
+    res.destroy();
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * The server's signing keys: Ed25519, kept as private JWKs, one file per key.
+ *
+ * Layout of the key folder (created with mode 0700 when missing):
+ *
+ *     <dir>/<kid>.jwk     one private key, mode 0600, written temp → fsync → rename → fsync(dir)
+ *
+ * `kid` is the RFC 7638 SHA-256 thumbprint of the public key (base64url), so a key's name can be
+ * recomputed from its bytes and a file renamed by hand is caught at `open`. Besides the JWK
+ * members each file holds `lxhub_created` (ISO 8601, millisecond precision), which orders keys:
+ * the newest one is active and signs; older ones stay in the published JWKS so statements they
+ * signed keep verifying until an operator retires them. Files not ending in `.jwk` (including
+ * our `.…tmp` files left by a crash) are ignored.
+ *
+ * Several processes may share one folder (replicas); the keyring is read once at `open`, so a
+ * process sees a rotation done by another only after reopening.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, open, readdir, readFile, rename, unlink } from "node:fs/promises";
+import { join } from "node:path";
+import {
+  calculateJwkThumbprint,
+  exportJWK,
+  generateKeyPair,
+  importJWK,
+  type JWK,
+} from "jose";
+
+/** The JWS algorithm every lxhub key signs with. */
+export const KEY_ALG = "EdDSA";
+
+/** A JSON Web Key Set as published: public keys only. */
+export interface JsonWebKeySet {
+  keys: JWK[];
+}
+
+/** What is known about a key without touching its private half. */
+export interface KeyInfo {
+  kid: string;
+  created: Date;
+  /** Public members only, with `kid`, `alg: EdDSA`, `use: sig`. */
+  publicJwk: JWK;
+}
+
+export interface SigningKey extends KeyInfo {
+  privateKey: CryptoKey;
+}
+
+/** A key folder that cannot be used as it is (bad file, unknown kid, retiring the active key). */
+export class KeyringError extends Error {
+  override name = "KeyringError";
+}
+
+const SUFFIX = ".jwk";
+const CREATED_MEMBER = "lxhub_created";
+
+/** Public members of an Ed25519 JWK plus the members every published key carries. */
+function publicPart(jwk: JWK, kid: string): JWK {
+  return { kty: "OKP", crv: "Ed25519", x: jwk.x, kid, alg: KEY_ALG, use: "sig" };
+}
+
+async function writeFileAtomic(dir: string, name: string, data: string): Promise<void> {
+  const target = join(dir, name);
+  const tmp = join(dir, `.${name}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
+  const fh = await open(tmp, "wx", 0o600);
+  try {
+    try {
+      // Explicit, because the umask could have narrowed the mode given to open.
+      await fh.chmod(0o600);
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, target);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+  await syncDir(dir);
+}
+
+/** Makes a rename or unlink durable: the directory entry lives in the directory's own blocks. */
+async function syncDir(dir: string): Promise<void> {
+  const dh = await open(dir, "r");
+  try {
+    await dh.sync();
+  } finally {
+    await dh.close();
+  }
+}
+
+async function loadKeyFile(dir: string, file: string): Promise<SigningKey> {
+  const path = join(dir, file);
+  const kidFromName = file.slice(0, -SUFFIX.length);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(path, "utf8"));
+  } catch (err) {
+    throw new KeyringError(`${path}: not a JSON key file (${(err as Error).message})`);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new KeyringError(`${path}: not a JWK object`);
+  }
+  const jwk = parsed as JWK & Record<string, unknown>;
+  if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.x !== "string" || typeof jwk.d !== "string") {
+    throw new KeyringError(`${path}: not an Ed25519 private JWK (kty OKP, crv Ed25519, x and d)`);
+  }
+  const created = new Date(typeof jwk[CREATED_MEMBER] === "string" ? jwk[CREATED_MEMBER] : NaN);
+  if (Number.isNaN(created.getTime())) {
+    throw new KeyringError(`${path}: missing or invalid ${CREATED_MEMBER}`);
+  }
+  const kid = await calculateJwkThumbprint({ kty: "OKP", crv: "Ed25519", x: jwk.x });
+  if (kid !== kidFromName) {
+    throw new KeyringError(`${path}: the key's thumbprint is ${kid}, not the file name's ${kidFromName}`);
+  }
+  let privateKey: CryptoKey;
+  try {
+    privateKey = (await importJWK({ kty: "OKP", crv: "Ed25519", x: jwk.x, d: jwk.d }, KEY_ALG)) as CryptoKey;
+  } catch (err) {
+    // WebCrypto also refuses a private half that does not belong to the public half here.
+    throw new KeyringError(`${path}: unusable key (${(err as Error).message})`);
+  }
+  return { kid, created, publicJwk: publicPart(jwk, kid), privateKey };
+}
+
+function byAge(a: KeyInfo, b: KeyInfo): number {
+  return a.created.getTime() - b.created.getTime() || (a.kid < b.kid ? -1 : a.kid > b.kid ? 1 : 0);
+}
+
+export class Keyring {
+  /** Oldest first; the last one is active. Never empty. */
+  #keys: SigningKey[];
+
+  private constructor(
+    readonly dir: string,
+    keys: SigningKey[],
+  ) {
+    this.#keys = keys;
+  }
+
+  /**
+   * Loads every `<kid>.jwk` in `dir`, creating the folder (0700) and a first key when there is
+   * none. Throws `KeyringError` naming the file if any key file is unreadable or inconsistent:
+   * a signing server must not start with a key set it cannot account for.
+   */
+  static async open(dir: string): Promise<Keyring> {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const files = (await readdir(dir)).filter((f) => f.endsWith(SUFFIX) && !f.startsWith("."));
+    const keys: SigningKey[] = [];
+    for (const file of files) keys.push(await loadKeyFile(dir, file));
+    keys.sort(byAge);
+    const ring = new Keyring(dir, keys);
+    if (keys.length === 0) await ring.rotate();
+    return ring;
+  }
+
+  /** The newest key: the one that signs. */
+  active(): SigningKey {
+    const key = this.#keys[this.#keys.length - 1];
+    if (key === undefined) throw new KeyringError("the keyring is empty");
+    return key;
+  }
+
+  /** Every key, oldest first (the last is active). */
+  list(): KeyInfo[] {
+    return this.#keys.map(({ kid, created, publicJwk }) => ({ kid, created, publicJwk: { ...publicJwk } }));
+  }
+
+  /** Creates a new key, stores it, and makes it active. Returns its kid. */
+  async rotate(): Promise<string> {
+    const { privateKey } = await generateKeyPair(KEY_ALG, { crv: "Ed25519", extractable: true });
+    const jwk = await exportJWK(privateKey);
+    const kid = await calculateJwkThumbprint({ kty: "OKP", crv: "Ed25519", x: jwk.x });
+    // Strictly after the current active key, even within one millisecond, so order is total.
+    const newest = this.#keys[this.#keys.length - 1];
+    const created = new Date(Math.max(Date.now(), newest ? newest.created.getTime() + 1 : 0));
+    const file = { ...publicPart(jwk, kid), d: jwk.d, [CREATED_MEMBER]: created.toISOString() };
+    await writeFileAtomic(this.dir, `${kid}${SUFFIX}`, `${JSON.stringify(file, null, 2)}\n`);
+    const signingKey = (await importJWK({ kty: "OKP", crv: "Ed25519", x: jwk.x, d: jwk.d }, KEY_ALG)) as CryptoKey;
+    this.#keys.push({ kid, created, publicJwk: publicPart(jwk, kid), privateKey: signingKey });
+    return kid;
+  }
+
+  /**
+   * Deletes a key that is no longer active: it leaves the JWKS, so statements it signed stop
+   * verifying. The active key cannot be retired (rotate first).
+   */
+  async retire(kid: string): Promise<void> {
+    const index = this.#keys.findIndex((k) => k.kid === kid);
+    if (index < 0) throw new KeyringError(`no key ${kid} in ${this.dir}`);
+    if (index === this.#keys.length - 1) {
+      throw new KeyringError(`key ${kid} is the active key; rotate to a new key before retiring it`);
+    }
+    await unlink(join(this.dir, `${kid}${SUFFIX}`));
+    await syncDir(this.dir);
+    this.#keys.splice(index, 1);
+  }
+
+  /** The public keys to publish, active key first; never any private member. */
+  jwks(): JsonWebKeySet {
+    return { keys: [...this.#keys].reverse().map((k) => ({ ...k.publicJwk })) };
+  }
+}

@@ -1,0 +1,122 @@
+import type { Knex } from "knex";
+
+/**
+ * Catalog schema, one migration per step, applied in order by knex (never edit a released
+ * step: add a new one). Works on SQLite and PostgreSQL.
+ */
+interface Migration {
+  name: string;
+  up(knex: Knex): Promise<void>;
+  down(knex: Knex): Promise<void>;
+}
+
+const initial: Migration = {
+  name: "0001_initial",
+  async up(knex) {
+    await knex.schema.createTable("products", (t) => {
+      t.increments("id").primary();
+      t.string("os", 128).notNullable();
+      t.string("release", 128).notNullable();
+      t.string("arch", 32).notNullable();
+      t.string("variant", 128).notNullable();
+      t.string("release_title", 256).notNullable();
+      t.text("aliases").notNullable().defaultTo("[]"); // JSON array of strings
+      t.text("requirements").notNullable().defaultTo("{}"); // JSON object string → string
+      t.string("created_at", 32).notNullable();
+      t.string("updated_at", 32).notNullable();
+      t.unique(["os", "release", "arch", "variant"]);
+    });
+    await knex.schema.createTable("blobs", (t) => {
+      t.string("digest", 71).primary(); // sha256:<hex>
+      t.bigInteger("size").notNullable();
+      t.string("created_at", 32).notNullable();
+    });
+    await knex.schema.createTable("versions", (t) => {
+      t.increments("id").primary();
+      t.integer("product_id").notNullable().references("products.id");
+      t.string("name", 64).notNullable();
+      t.string("created_at", 32).notNullable();
+      t.string("created_by", 128).notNullable();
+      t.string("deleted_at", 32).nullable();
+      t.string("deleted_by", 128).nullable();
+      t.string("content_digest", 71).notNullable(); // sha256 over the sorted (name, ftype, digest) list
+      t.unique(["product_id", "name"]);
+    });
+    await knex.schema.createTable("items", (t) => {
+      t.increments("id").primary();
+      t.integer("version_id").notNullable().references("versions.id");
+      t.string("name", 128).notNullable();
+      t.string("ftype", 32).notNullable();
+      t.string("blob_digest", 71).notNullable().references("blobs.digest");
+      t.bigInteger("size").notNullable();
+      t.text("combined").notNullable().defaultTo("{}"); // JSON: root ftype → hex
+      t.string("delta_base", 64).nullable();
+      t.unique(["version_id", "name"]);
+      t.index(["blob_digest"]);
+    });
+    await knex.schema.createTable("image_pairs", (t) => {
+      // Every (metadata, root) pair published anywhere: LXD fails on a fingerprint listed twice.
+      t.string("fingerprint", 64).primary();
+      t.integer("version_id").notNullable().references("versions.id");
+      t.string("meta_digest", 71).notNullable();
+      t.string("root_digest", 71).notNullable();
+      t.string("root_ftype", 32).notNullable();
+    });
+    await knex.schema.createTable("upload_sessions", (t) => {
+      t.string("id", 64).primary();
+      t.string("created_at", 32).notNullable();
+      t.string("created_by", 128).notNullable();
+      t.string("expires_at", 32).notNullable();
+    });
+    await knex.schema.createTable("tokens", (t) => {
+      t.string("id", 64).primary(); // the JWT's jti
+      t.string("subject", 128).notNullable();
+      t.text("scopes").notNullable(); // JSON array
+      t.string("created_at", 32).notNullable();
+      t.string("expires_at", 32).notNullable();
+      t.string("revoked_at", 32).nullable();
+    });
+    await knex.schema.createTable("audit_log", (t) => {
+      t.increments("id").primary();
+      t.string("at", 32).notNullable();
+      t.string("actor", 128).notNullable();
+      t.string("action", 64).notNullable();
+      t.string("target", 512).notNullable();
+      t.text("detail").notNullable().defaultTo("{}");
+    });
+    await knex.schema.createTable("counters", (t) => {
+      t.string("name", 64).primary();
+      t.bigInteger("value").notNullable();
+    });
+  },
+  async down(knex) {
+    for (const t of [
+      "counters",
+      "audit_log",
+      "tokens",
+      "upload_sessions",
+      "image_pairs",
+      "items",
+      "versions",
+      "blobs",
+      "products",
+    ]) {
+      await knex.schema.dropTableIfExists(t);
+    }
+  },
+};
+
+const MIGRATIONS: Migration[] = [initial];
+
+/** knex migration source over the steps above (no files on disk to go missing). */
+export const migrationSource: Knex.MigrationSource<Migration> = {
+  async getMigrations() {
+    return MIGRATIONS;
+  },
+  getMigrationName(m) {
+    return m.name;
+  },
+  async getMigration(m) {
+    return { up: m.up, down: m.down };
+  },
+};
