@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import path from "node:path";
 import type { Command } from "commander";
 import { ProgressLine, bytes } from "../client/progress.js";
 import { describePushError, pushImage } from "../client/push.js";
@@ -71,8 +72,13 @@ function summary(server: string, caFile: string | undefined, r: PushResult): str
   lines.push("", "use it:");
   if (!url.startsWith("https://"))
     lines.push("  (lxc accepts only https:// remotes; use the server's HTTPS address)");
+  if (caFile) {
+    // lxc trusts a PEM found at servercerts/<remote>.crt (simplestreams.md §1.2).
+    lines.push(
+      `  mkdir -p ~/.config/lxc/servercerts && cp ${path.resolve(caFile)} ~/.config/lxc/servercerts/${remote}.crt`,
+    );
+  }
   lines.push(`  lxc remote add ${remote} ${url} --protocol=simplestreams`);
-  if (caFile) lines.push(`  cp ${caFile} ~/.config/lxc/servercerts/${remote}.crt`);
   lines.push(`  lxc launch ${remote}:${alias}${r.vm ? " --vm" : ""}`);
   return lines.join("\n") + "\n";
 }

@@ -105,6 +105,8 @@ export interface RequestOptions {
   signal?: AbortSignal;
   /** Called with the number of body bytes handed to the socket so far, as they go. */
   onUploadProgress?: (sent: number) => void;
+  /** Idle timeout for this call (ms), e.g. longer for a request the server answers after heavy work. */
+  timeoutMs?: number;
 }
 
 export interface HttpResponse {
@@ -371,8 +373,9 @@ export class HttpClient {
         settled = true;
         resolve(res);
       });
-      req.setTimeout(this.timeoutMs, () =>
-        req.destroy(new TimeoutError(`${method} ${url.href}: no activity for ${this.timeoutMs} ms`)),
+      const timeout = ro.timeoutMs ?? this.timeoutMs;
+      req.setTimeout(timeout, () =>
+        req.destroy(new TimeoutError(`${method} ${url.href}: no activity for ${timeout} ms`)),
       );
       req.on("error", fail);
       if (fixed) {

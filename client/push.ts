@@ -27,6 +27,7 @@ const VM_FTYPES: ReadonlySet<string> = new Set(["disk-kvm.img", "disk1.img", "ue
 
 const MiB = 1024 * 1024;
 const DEFAULT_CHUNK = 32 * MiB;
+const PUBLISH_TIMEOUT_MS = 15 * 60 * 1000;
 
 export interface ImageFile {
   /** Name in the folder, kept as the published file name. */
@@ -314,6 +315,8 @@ export async function pushImage(opts: PushOptions): Promise<PushResult> {
         aliases,
         release_title: product.release,
       },
+      // The server reads every file again to compute the fingerprints before it answers.
+      { timeoutMs: PUBLISH_TIMEOUT_MS },
     );
     return {
       product,

@@ -135,7 +135,9 @@ class ProcessDecoder extends Duplex {
       }
       const how = code !== null ? `exit status ${code}` : `signal ${signal ?? "unknown"}`;
       const said = this.#stderr.trim() || "no message";
-      this.destroy(new CodecError(this.#kind, `${this.#tool.command} failed (${how}): ${said}`, code, this.#stderr));
+      this.destroy(
+        new CodecError(this.#kind, `${this.#tool.command} failed (${how}): ${said}`, code, this.#stderr),
+      );
     });
   }
 

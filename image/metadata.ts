@@ -8,7 +8,13 @@ import { Readable, type Duplex } from "node:stream";
 import { extract as tarExtract, type Extract } from "tar-stream";
 import { isAlias, isMap, isScalar, parseDocument, type Document, type Node as YamlNode } from "yaml";
 import type { ImageMetadata } from "../simplestreams/types.js";
-import { CodecUnavailableError, decompressStream, detectCompression, MAGIC_LENGTH, type Compression } from "./codec.js";
+import {
+  CodecUnavailableError,
+  decompressStream,
+  detectCompression,
+  MAGIC_LENGTH,
+  type Compression,
+} from "./codec.js";
 import { ImageFormatError } from "./errors.js";
 
 /** The cap LXD applies when it reads metadata.yaml itself (simplestreams.md §3.6). */
@@ -70,18 +76,27 @@ interface Failure {
   error: Error;
 }
 
-function classify(failure: Failure, kind: Compression): Error {
+function classify(failure: Failure, kind: Compression, sawEntry: boolean): Error {
   const { stage, error } = failure;
   if (error instanceof ImageFormatError) return error;
   if (stage === "source" || error instanceof CodecUnavailableError) return error;
   if (stage === "codec") {
-    return new ImageFormatError("CORRUPT_COMPRESSION", `corrupt or truncated ${kind} data: ${error.message}`, {
-      cause: error,
-    });
+    return new ImageFormatError(
+      "CORRUPT_COMPRESSION",
+      `corrupt or truncated ${kind} data: ${error.message}`,
+      {
+        cause: error,
+      },
+    );
   }
   const after = kind === "none" ? "" : ` (after ${kind} decompression)`;
-  const what = /unexpected end/i.test(error.message) ? "truncated tar archive" : "not a tar archive";
-  return new ImageFormatError("NOT_TAR", `${what}${after}: ${error.message}`, { cause: error });
+  const ended = /unexpected end/i.test(error.message);
+  const message = !ended
+    ? `not a tar archive${after}: ${error.message}`
+    : sawEntry
+      ? `truncated tar archive${after}: ${error.message}`
+      : `not a tar archive${after}: the data ends before the first complete tar header`;
+  return new ImageFormatError("NOT_TAR", message, { cause: error });
 }
 
 async function readCapped(entry: Entry): Promise<Buffer> {
@@ -141,8 +156,10 @@ export async function readImageMetadata(source: string | Readable): Promise<Imag
     body.pipe(codec).pipe(extract);
 
     let metadata: Buffer | undefined;
+    let sawEntry = false;
     try {
       for await (const entry of extract) {
+        sawEntry = true;
         if (!METADATA_NAMES.has(entry.header.name)) {
           entry.resume();
           continue;
@@ -155,11 +172,11 @@ export async function readImageMetadata(source: string | Readable): Promise<Imag
         break;
       }
     } catch (err) {
-      if (failure) throw classify(failure, kind);
+      if (failure) throw classify(failure, kind, sawEntry);
       throw err;
     }
     // The iteration can also end quietly after a failure tore the chain down.
-    if (failure) throw classify(failure, kind);
+    if (failure) throw classify(failure, kind, sawEntry);
     if (metadata === undefined) {
       throw new ImageFormatError("NO_METADATA", "the tarball has no metadata.yaml at its top level");
     }
@@ -198,7 +215,8 @@ function invalid(message: string): ImageFormatError {
 function integerField(node: unknown, doc: Document, name: string): number | undefined {
   const resolved = isAlias(node) ? node.resolve(doc) : node;
   if (resolved === undefined) return undefined;
-  if (!isScalar(resolved)) throw invalid(`${name} must be an integer (unix seconds), not a ${describe(resolved)}`);
+  if (!isScalar(resolved))
+    throw invalid(`${name} must be an integer (unix seconds), not a ${describe(resolved)}`);
   const value = resolved.value;
   if (value === null) return undefined;
   if (typeof value !== "number" || !Number.isSafeInteger(value)) {

@@ -18,13 +18,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import {
-  calculateJwkThumbprint,
-  exportJWK,
-  generateKeyPair,
-  importJWK,
-  type JWK,
-} from "jose";
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK } from "jose";
 
 /** The JWS algorithm every lxhub key signs with. */
 export const KEY_ALG = "EdDSA";
@@ -177,7 +171,10 @@ export class Keyring {
     const created = new Date(Math.max(Date.now(), newest ? newest.created.getTime() + 1 : 0));
     const file = { ...publicPart(jwk, kid), d: jwk.d, [CREATED_MEMBER]: created.toISOString() };
     await writeFileAtomic(this.dir, `${kid}${SUFFIX}`, `${JSON.stringify(file, null, 2)}\n`);
-    const signingKey = (await importJWK({ kty: "OKP", crv: "Ed25519", x: jwk.x, d: jwk.d }, KEY_ALG)) as CryptoKey;
+    const signingKey = (await importJWK(
+      { kty: "OKP", crv: "Ed25519", x: jwk.x, d: jwk.d },
+      KEY_ALG,
+    )) as CryptoKey;
     this.#keys.push({ kid, created, publicJwk: publicPart(jwk, kid), privateKey: signingKey });
     return kid;
   }

@@ -17,7 +17,15 @@
  * (decisions.md: JWS/JWT).
  */
 import { createHash } from "node:crypto";
-import { calculateJwkThumbprint, decodeProtectedHeader, errors, importJWK, type JWK, jwtVerify, SignJWT } from "jose";
+import {
+  calculateJwkThumbprint,
+  decodeProtectedHeader,
+  errors,
+  importJWK,
+  type JWK,
+  jwtVerify,
+  SignJWT,
+} from "jose";
 import { KEY_ALG, type JsonWebKeySet, type SigningKey } from "./keyring.js";
 
 export const STATEMENT_TYP = "lxhub-statement+jwt";
@@ -124,7 +132,8 @@ export async function signStatement(
   for (const doc of input.documents) {
     if (!isDocumentPath(doc.path)) throw new TypeError(`invalid document path ${JSON.stringify(doc.path)}`);
     if (seen.has(doc.path)) throw new TypeError(`document ${doc.path} is listed twice`);
-    if (!SHA256_HEX.test(doc.sha256)) throw new TypeError(`document ${doc.path}: sha256 must be 64 lower-case hex`);
+    if (!SHA256_HEX.test(doc.sha256))
+      throw new TypeError(`document ${doc.path}: sha256 must be 64 lower-case hex`);
     if (!isSize(doc.size)) throw new TypeError(`document ${doc.path}: size must be a non-negative integer`);
     seen.add(doc.path);
     documents[doc.path] = { sha256: doc.sha256, size: doc.size };
@@ -183,7 +192,8 @@ function parseDocuments(value: unknown): Map<string, DocumentDigest> {
   }
   const out = new Map<string, DocumentDigest>();
   for (const [path, digest] of Object.entries(value)) {
-    if (!isDocumentPath(path)) throw new StatementError("MALFORMED", `invalid document path ${JSON.stringify(path)}`);
+    if (!isDocumentPath(path))
+      throw new StatementError("MALFORMED", `invalid document path ${JSON.stringify(path)}`);
     if (typeof digest !== "object" || digest === null) {
       throw new StatementError("MALFORMED", `document ${path}: digest must be an object`);
     }
@@ -191,7 +201,8 @@ function parseDocuments(value: unknown): Map<string, DocumentDigest> {
     if (typeof sha256 !== "string" || !SHA256_HEX.test(sha256)) {
       throw new StatementError("MALFORMED", `document ${path}: sha256 must be 64 lower-case hex`);
     }
-    if (!isSize(size)) throw new StatementError("MALFORMED", `document ${path}: size must be a non-negative integer`);
+    if (!isSize(size))
+      throw new StatementError("MALFORMED", `document ${path}: size must be a non-negative integer`);
     out.set(path, { sha256, size });
   }
   return out;
@@ -199,11 +210,13 @@ function parseDocuments(value: unknown): Map<string, DocumentDigest> {
 
 function mapJoseError(err: unknown): never {
   if (err instanceof StatementError) throw err;
-  if (err instanceof errors.JWTExpired) throw new StatementError("EXPIRED", `the statement has expired (${err.message})`);
+  if (err instanceof errors.JWTExpired)
+    throw new StatementError("EXPIRED", `the statement has expired (${err.message})`);
   if (err instanceof errors.JWSSignatureVerificationFailed || err instanceof errors.JOSEAlgNotAllowed) {
     throw new StatementError("BAD_SIGNATURE", `the statement's signature does not verify (${err.message})`);
   }
-  if (err instanceof errors.JOSEError) throw new StatementError("MALFORMED", `malformed statement: ${err.message}`);
+  if (err instanceof errors.JOSEError)
+    throw new StatementError("MALFORMED", `malformed statement: ${err.message}`);
   throw err;
 }
 
@@ -221,11 +234,17 @@ export async function verifyStatement(jws: string, opts: VerifyStatementOptions)
   try {
     header = decodeProtectedHeader(token);
   } catch (err) {
-    throw new StatementError("MALFORMED", `the statement's header cannot be decoded (${(err as Error).message})`);
+    throw new StatementError(
+      "MALFORMED",
+      `the statement's header cannot be decoded (${(err as Error).message})`,
+    );
   }
   // Decided before any key is looked up, so `none` or an HMAC keyed with public bytes never runs.
   if (header.alg !== KEY_ALG) {
-    throw new StatementError("BAD_SIGNATURE", `algorithm ${String(header.alg)} is not accepted; only ${KEY_ALG}`);
+    throw new StatementError(
+      "BAD_SIGNATURE",
+      `algorithm ${String(header.alg)} is not accepted; only ${KEY_ALG}`,
+    );
   }
   if (header.typ !== STATEMENT_TYP) {
     throw new StatementError("MALFORMED", `typ is ${String(header.typ)}, not ${STATEMENT_TYP}`);
@@ -250,7 +269,8 @@ export async function verifyStatement(jws: string, opts: VerifyStatementOptions)
   }
 
   const { iss, iat, exp, serial } = payload;
-  if (typeof iss !== "string" || iss === "") throw new StatementError("MALFORMED", "claim iss must be a string");
+  if (typeof iss !== "string" || iss === "")
+    throw new StatementError("MALFORMED", "claim iss must be a string");
   if (opts.issuer !== undefined && iss !== opts.issuer) {
     throw new StatementError("WRONG_ISSUER", `the statement is issued by ${iss}, not ${opts.issuer}`);
   }

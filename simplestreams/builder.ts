@@ -121,7 +121,9 @@ interface CheckedProduct {
  *
  * Every metadata file is published twice, as `lxd.tar.xz` and `incus.tar.xz` items with the same
  * path, digest, size and `combined_*_sha256` fields, so LXD and Incus both see it (§0.1,
- * pitfall 10); `requirements` is written as both `lxd_requirements` and `requirements`.
+ * pitfall 10); `requirements` is written as both `lxd_requirements` and `requirements`. Combined
+ * hashes are written for the root files the version has (and `combined_sha256` beside
+ * `combined_rootxz_sha256`); recorded ones for absent roots are left out.
  *
  * An empty catalog gives an index with an empty `index` map and a products file with no products:
  * both valid for every client, and no index entry with an empty `products` list (LXD skips such an

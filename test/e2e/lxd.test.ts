@@ -24,8 +24,8 @@ import {
 } from "../support/lxd.js";
 import { createToken, lxhubCli, startServer, type RunningServer } from "../support/server.js";
 
-/** Token scope that allows publishing. */
-const PUSH_SCOPE = "push";
+/** Token scope that allows publishing the test product (scope grammar: push:<os pattern>). */
+const PUSH_SCOPE = "push:busybox/*";
 const ALIAS = "busybox/1.36";
 
 describe("lxc (LXD 5.0.2) against lxhub serve", { timeout: 15 * 60_000 }, () => {

@@ -65,7 +65,12 @@ describe("detectCompression", () => {
     const tarHeader = Buffer.alloc(512);
     tarHeader.write("metadata.yaml");
     tarHeader.write("ustar", 257);
-    for (const bytes of [tarHeader, Buffer.from("architecture: x86_64\n"), Buffer.from([0xfd, 0x37]), Buffer.alloc(0)]) {
+    for (const bytes of [
+      tarHeader,
+      Buffer.from("architecture: x86_64\n"),
+      Buffer.from([0xfd, 0x37]),
+      Buffer.alloc(0),
+    ]) {
       assert.equal(detectCompression(bytes), "none");
     }
     assert.equal(detectCompression(Buffer.from("BZh hello")), "none");
@@ -76,7 +81,10 @@ describe("detectCompression", () => {
 describe("decompressStream", () => {
   for (const kind of ["xz", "gzip", "zstd", "bzip2"] as const) {
     it(`gives back the original bytes for ${kind}`, async () => {
-      assert.deepEqual(await decompress(kind, COMPRESSED[kind]), { sha256: sha256(PLAIN), size: PLAIN.length });
+      assert.deepEqual(await decompress(kind, COMPRESSED[kind]), {
+        sha256: sha256(PLAIN),
+        size: PLAIN.length,
+      });
     });
   }
 

@@ -226,7 +226,10 @@ describe("readImageMetadata", () => {
     const padding = (size: number) => `${METADATA_YAML}# ${"x".repeat(size - METADATA_YAML.length - 3)}\n`;
     const big = padding(METADATA_MAX_BYTES + 1);
     assert.equal(Buffer.byteLength(big), METADATA_MAX_BYTES + 1);
-    await assert.rejects(readImageMetadata(await file(xz(await metadataTar(big)))), refused("METADATA_TOO_LARGE", /1 MiB/));
+    await assert.rejects(
+      readImageMetadata(await file(xz(await metadataTar(big)))),
+      refused("METADATA_TOO_LARGE", /1 MiB/),
+    );
     const fits = padding(METADATA_MAX_BYTES);
     assert.deepEqual(await readImageMetadata(await file(xz(await metadataTar(fits)))), EXPECTED);
   });
@@ -240,8 +243,14 @@ describe("readImageMetadata", () => {
   });
 
   it("refuses bytes that are not a tarball", async () => {
-    await assert.rejects(readImageMetadata(await file(randomBytes(4096))), refused("NOT_TAR", /not a tar archive/));
-    await assert.rejects(readImageMetadata(await file(Buffer.from("hello\n"))), refused("NOT_TAR"));
+    await assert.rejects(
+      readImageMetadata(await file(randomBytes(4096))),
+      refused("NOT_TAR", /not a tar archive/),
+    );
+    await assert.rejects(
+      readImageMetadata(await file(Buffer.from("hello\n"))),
+      refused("NOT_TAR", /not a tar archive/),
+    );
     await assert.rejects(
       readImageMetadata(await file(xz(randomBytes(4096)))),
       refused("NOT_TAR", /not a tar archive \(after xz decompression\)/),
@@ -254,7 +263,10 @@ describe("readImageMetadata", () => {
 
   it("refuses a truncated tarball", async () => {
     const tar = await tarball(IMAGE_ENTRIES);
-    await assert.rejects(readImageMetadata(await file(tar.subarray(0, 700))), refused("NOT_TAR", /truncated/));
+    await assert.rejects(
+      readImageMetadata(await file(tar.subarray(0, 700))),
+      refused("NOT_TAR", /truncated/),
+    );
   });
 
   it("refuses truncated or corrupt xz and gzip, saying which", async () => {
@@ -265,15 +277,13 @@ describe("readImageMetadata", () => {
       readImageMetadata(await file(x.subarray(0, x.length >> 1))),
       refused("CORRUPT_COMPRESSION", /corrupt or truncated xz data: xz failed .*Unexpected end of input/),
     );
+    // Damage in the stream header: xz refuses before it writes a byte.
     const flipped = Buffer.from(x);
-    flipped[1000] = flipped[1000]! ^ 0xff;
-    await assert.rejects(readImageMetadata(await file(flipped)), (err: unknown) => {
-      // Depending on where the damage surfaces first: xz's check, or garbage reaching the tar reader.
-      assert.ok(err instanceof ImageFormatError);
-      assert.ok(["CORRUPT_COMPRESSION", "NOT_TAR"].includes(err.reason), err.message);
-      assert.match(err.message, /xz/);
-      return true;
-    });
+    flipped[9] = flipped[9]! ^ 0xff;
+    await assert.rejects(
+      readImageMetadata(await file(flipped)),
+      refused("CORRUPT_COMPRESSION", /xz failed .*Compressed data is corrupt/),
+    );
     const gz = gzipSync(tar);
     await assert.rejects(
       readImageMetadata(await file(gz.subarray(0, gz.length >> 1))),
@@ -283,7 +293,10 @@ describe("readImageMetadata", () => {
 
   it("refuses invalid YAML", async () => {
     const bad = "architecture: x86_64\ncreation_date: [1, 2\n";
-    await assert.rejects(readImageMetadata(await file(await metadataTar(bad))), refused("INVALID_METADATA", /YAML/));
+    await assert.rejects(
+      readImageMetadata(await file(await metadataTar(bad))),
+      refused("INVALID_METADATA", /YAML/),
+    );
     const dup = "architecture: x86_64\narchitecture: aarch64\ncreation_date: 1\n";
     await assert.rejects(readImageMetadata(await file(await metadataTar(dup))), refused("INVALID_METADATA"));
     await assert.rejects(
@@ -302,23 +315,34 @@ describe("readImageMetadata", () => {
       ['architecture: ""\ncreation_date: 1704067200\n', /architecture is empty/],
       ["architecture: {a: b}\ncreation_date: 1704067200\n", /architecture must be a string/],
       ["architecture: x86_64\n", /creation_date is missing/],
-      ['architecture: x86_64\ncreation_date: "1704067200"\n', /creation_date must be an integer .*string "1704067200"/],
+      [
+        'architecture: x86_64\ncreation_date: "1704067200"\n',
+        /creation_date must be an integer .*string "1704067200"/,
+      ],
       ["architecture: x86_64\ncreation_date: 2024-01-01\n", /creation_date must be an integer/],
       ["architecture: x86_64\ncreation_date: 1704067200.5\n", /creation_date must be an integer/],
       ["architecture: x86_64\ncreation_date: 0\n", /creation_date must be positive/],
       ["architecture: x86_64\ncreation_date: 1\nexpiry_date: soon\n", /expiry_date must be an integer/],
       ["architecture: x86_64\ncreation_date: 1\nproperties: [a, b]\n", /properties must be a mapping/],
-      ["architecture: x86_64\ncreation_date: 1\nproperties:\n  os: {name: debian}\n", /properties\.os must be a string/],
+      [
+        "architecture: x86_64\ncreation_date: 1\nproperties:\n  os: {name: debian}\n",
+        /properties\.os must be a string/,
+      ],
       ["architecture: x86_64\ncreation_date: 1\ntemplates: [a]\n", /templates must be a mapping/],
       ["architecture: x86_64\ncreation_date: 1\ntemplates:\n  /etc/hosts: hosts.tpl\n", /templates\./],
     ];
     for (const [yaml, pattern] of cases) {
-      await assert.rejects(readImageMetadata(await file(await metadataTar(yaml))), refused("INVALID_METADATA", pattern), yaml);
+      await assert.rejects(
+        readImageMetadata(await file(await metadataTar(yaml))),
+        refused("INVALID_METADATA", pattern),
+        yaml,
+      );
     }
   });
 
   it("takes properties as LXD does: scalars by their text, absent sections as empty", async () => {
-    const yaml = "architecture: aarch64\ncreation_date: 1\nproperties:\n  stable: true\n  build: 007\n  ratio: 1.50\n";
+    const yaml =
+      "architecture: aarch64\ncreation_date: 1\nproperties:\n  stable: true\n  build: 007\n  ratio: 1.50\n";
     assert.deepEqual(await readImageMetadata(await file(await metadataTar(yaml))), {
       architecture: "aarch64",
       creationDate: 1,

@@ -8,7 +8,10 @@ import { Keyring, KeyringError } from "../../../signing/keyring.js";
 import { signStatement, StatementError, verifyStatement } from "../../../signing/statement.js";
 
 const SHA = "a".repeat(64);
-const statementInput = { documents: [{ path: "streams/v1/index.json", sha256: SHA, size: 10 }], ttlSeconds: 600 };
+const statementInput = {
+  documents: [{ path: "streams/v1/index.json", sha256: SHA, size: 10 }],
+  ttlSeconds: 600,
+};
 
 describe("Keyring", () => {
   let root: string;
@@ -148,6 +151,9 @@ describe("Keyring", () => {
     await Keyring.open(dir);
     const bad = join(dir, `${"A".repeat(43)}.jwk`);
     await writeFile(bad, "not json", { mode: 0o600 });
-    await assert.rejects(Keyring.open(dir), (err: unknown) => err instanceof KeyringError && err.message.includes(bad));
+    await assert.rejects(
+      Keyring.open(dir),
+      (err: unknown) => err instanceof KeyringError && err.message.includes(bad),
+    );
   });
 });

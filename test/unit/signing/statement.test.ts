@@ -120,7 +120,10 @@ describe("signed statement", () => {
       refusedWith("EXPIRED"),
     );
     const before = new Date(expiry - 1000);
-    assert.equal((await verifyStatement(jws, { keys: ring.jwks(), now: before, clockToleranceSeconds: 0 })).serial, 1);
+    assert.equal(
+      (await verifyStatement(jws, { keys: ring.jwks(), now: before, clockToleranceSeconds: 0 })).serial,
+      1,
+    );
   });
 
   it("refuses a replayed statement (serial below the newest seen) and accepts an equal one", async () => {
@@ -170,10 +173,15 @@ describe("signed statement", () => {
     await assert.rejects(verifyStatement(none, { keys: ring.jwks() }), refusedWith("BAD_SIGNATURE"));
 
     const publicX = base64url.decode(ring.active().publicJwk.x as string);
-    const hs256 = await new SignJWT(claims).setProtectedHeader({ alg: "HS256", kid, typ: STATEMENT_TYP }).sign(publicX);
+    const hs256 = await new SignJWT(claims)
+      .setProtectedHeader({ alg: "HS256", kid, typ: STATEMENT_TYP })
+      .sign(publicX);
     await assert.rejects(verifyStatement(hs256, { keys: ring.jwks() }), refusedWith("BAD_SIGNATURE"));
     // The same HMAC, trying the pinned-key path.
-    await assert.rejects(verifyStatement(hs256, { keys: ring.jwks().keys[0] as JWK }), refusedWith("BAD_SIGNATURE"));
+    await assert.rejects(
+      verifyStatement(hs256, { keys: ring.jwks().keys[0] as JWK }),
+      refusedWith("BAD_SIGNATURE"),
+    );
   });
 
   it("refuses a token of another type even when the trusted key signed it", async () => {
@@ -190,7 +198,11 @@ describe("signed statement", () => {
   it("refuses validly signed claims of the wrong types", async () => {
     const key = ring.active();
     const sign = (claims: Record<string, unknown>) =>
-      new SignJWT({ serial: 1, documents: { "streams/v1/index.json": { sha256: "a".repeat(64), size: 1 } }, ...claims })
+      new SignJWT({
+        serial: 1,
+        documents: { "streams/v1/index.json": { sha256: "a".repeat(64), size: 1 } },
+        ...claims,
+      })
         .setProtectedHeader({ alg: "EdDSA", kid: key.kid, typ: STATEMENT_TYP })
         .setIssuedAt()
         .setIssuer("lxhub")
@@ -220,15 +232,29 @@ describe("signed statement", () => {
   });
 
   it("checks the issuer when one is required", async () => {
-    const jws = await signStatement(ring, { documents: DOCUMENTS, serial: 1, ttlSeconds: 60, issuer: "hub.example" });
-    assert.equal((await verifyStatement(jws, { keys: ring.jwks(), issuer: "hub.example" })).issuer, "hub.example");
-    await assert.rejects(verifyStatement(jws, { keys: ring.jwks(), issuer: "lxhub" }), refusedWith("WRONG_ISSUER"));
+    const jws = await signStatement(ring, {
+      documents: DOCUMENTS,
+      serial: 1,
+      ttlSeconds: 60,
+      issuer: "hub.example",
+    });
+    assert.equal(
+      (await verifyStatement(jws, { keys: ring.jwks(), issuer: "hub.example" })).issuer,
+      "hub.example",
+    );
+    await assert.rejects(
+      verifyStatement(jws, { keys: ring.jwks(), issuer: "lxhub" }),
+      refusedWith("WRONG_ISSUER"),
+    );
   });
 
   it("checkDocument names the path of a document that differs or is not listed", async () => {
-    const s = await verifyStatement(await signStatement(ring, { documents: DOCUMENTS, serial: 1, ttlSeconds: 60 }), {
-      keys: ring.jwks(),
-    });
+    const s = await verifyStatement(
+      await signStatement(ring, { documents: DOCUMENTS, serial: 1, ttlSeconds: 60 }),
+      {
+        keys: ring.jwks(),
+      },
+    );
     const changed = Buffer.from(IMAGES);
     changed[0] = 0x5b;
     const mismatch = (path: string) => (err: unknown) => {
@@ -236,7 +262,10 @@ describe("signed statement", () => {
       assert.match((err as Error).message, new RegExp(path.replace(/[.]/g, "\\.")));
       return true;
     };
-    assert.throws(() => checkDocument(s, "streams/v1/images.json", changed), mismatch("streams/v1/images.json"));
+    assert.throws(
+      () => checkDocument(s, "streams/v1/images.json", changed),
+      mismatch("streams/v1/images.json"),
+    );
     assert.throws(
       () => checkDocument(s, "streams/v1/images.json", Buffer.concat([IMAGES, Buffer.from(" ")])),
       mismatch("streams/v1/images.json"),
