@@ -224,8 +224,8 @@ CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 KERNEL=$(uname -r)
 NODE_V=$(node -v)
 NGINX_V=$(nginx -v 2>&1 | sed 's/^nginx version: //')
-WRK_V=$(wrk -v 2>&1 | head -n1 | awk '{ print $2 }')
-CURL_V=$(curl --version | head -n1 | awk '{ print $2 }')
+WRK_V=$({ wrk -v 2>&1 || true; } | awk 'NR == 1 { print $2 }') # wrk -v exits with 1
+CURL_V=$(curl --version | awk 'NR == 1 { print $2 }')
 OPENSSL_V=$(openssl version | awk '{ print $2 }')
 DISK=$(findmnt -no SOURCE,FSTYPE -T "$RUN" 2>/dev/null | tr -s ' ' || echo "?")
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
@@ -259,14 +259,13 @@ n=0
 for product in debian/bookworm debian/trixie ubuntu/jammy ubuntu/noble alpine/3.21; do
   for variant in default cloud; do
     for day in 02 03; do
-      [[ "$product/$variant" == debian/bookworm/default && "$day" == 02 ]] && continue
       n=$((n + 1))
       os=${product%/*} release=${product#*/}
       make_meta "$RUN/meta/$n" "$os" "$release" "$variant" "$(date -d "2025-01-$day" +%s)"
       head -c 65536 /dev/urandom >"$RUN/meta/$n/rootfs.squashfs"
       m=$(upload_small "$RUN/meta/$n/lxd.tar.xz")
       r=$(upload_small "$RUN/meta/$n/rootfs.squashfs")
-      put_version "$os" "$release" "$variant" "2025${day:0:2}01_0000" "$m" "$r" >/dev/null
+      put_version "$os" "$release" "$variant" "202501${day}_0000" "$m" "$r" >/dev/null
     done
   done
 done
@@ -302,8 +301,10 @@ download() { # url → bytes/s
 }
 DL_L=() DL_N=()
 for ((i = 0; i < RUNS; i++)); do
-  DL_L+=("$(download "$BIG_URL")")
-  DL_N+=("$(download "$NGX/$BIG_PATH")")
+  v=$(download "$BIG_URL")
+  DL_L+=("$v")
+  v=$(download "$NGX/$BIG_PATH")
+  DL_N+=("$v")
 done
 DL_L_MED=$(median "${DL_L[@]}")
 DL_N_MED=$(median "${DL_N[@]}")
@@ -327,9 +328,11 @@ wrk -t2 -c64 -d2s "$HTTP/streams/v1/images.json" >/dev/null # warm-up (JIT, conn
 wrk -t2 -c64 -d2s "$NGX/streams/v1/images.json" >/dev/null
 RPS_L=() RPS_N=() P99_L=() P99_N=()
 for ((i = 0; i < RUNS; i++)); do
-  read -r rps p99 <<<"$(wrk_run "$HTTP/streams/v1/images.json" "lxhub-$i")"
+  r=$(wrk_run "$HTTP/streams/v1/images.json" "lxhub-$i")
+  read -r rps p99 <<<"$r"
   RPS_L+=("$rps") P99_L+=("$p99")
-  read -r rps p99 <<<"$(wrk_run "$NGX/streams/v1/images.json" "nginx-$i")"
+  r=$(wrk_run "$NGX/streams/v1/images.json" "nginx-$i")
+  read -r rps p99 <<<"$r"
   RPS_N+=("$rps") P99_N+=("$p99")
 done
 RPS_L_MED=$(median "${RPS_L[@]}")
@@ -351,6 +354,7 @@ for ((i = 0; i < RUNS; i++)); do
   hex=$(openssl dgst -sha256 -r "$f" | cut -d' ' -f1)
   t1=$(now_ns)
   SHA+=("$(mbps "$SIZE" $((t1 - t0)))")
+  [[ "$hex" =~ ^[0-9a-f]{64}$ ]] || die "openssl dgst gave no digest for $f"
   t0=$(now_ns)
   dd if="$f" of="$RUN/dd.bin" bs=4M conv=fsync status=none
   t1=$(now_ns)

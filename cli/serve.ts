@@ -9,52 +9,66 @@ export function registerServe(program: Command): void {
     .command("serve")
     .description("serve images over simplestreams and take pushes over the publish API")
     .option("--data <dir>", "data folder (default ./lxhub-data, or $LXHUB_DATA)")
-    .option("--listen <host:port>", "plain HTTP listener, '' to disable (default 0.0.0.0:8080, or $LXHUB_LISTEN)")
-    .option("--tls-listen <host:port>", "HTTPS listener, TLS 1.3 (default 0.0.0.0:8443, or $LXHUB_TLS_LISTEN)")
+    .option(
+      "--listen <host:port>",
+      "plain HTTP listener, '' to disable (default 0.0.0.0:8080, or $LXHUB_LISTEN)",
+    )
+    .option(
+      "--tls-listen <host:port>",
+      "HTTPS listener, TLS 1.3 (default 0.0.0.0:8443, or $LXHUB_TLS_LISTEN)",
+    )
     .option("--tls-cert <file>", "PEM certificate (default: self-signed, made on first start)")
     .option("--tls-key <file>", "PEM private key for --tls-cert")
-    .action(async (o: { data?: string; listen?: string; tlsListen?: string; tlsCert?: string; tlsKey?: string }) => {
-      const config = loadConfig({
-        dataDir: o.data,
-        listen: o.listen,
-        tlsListen: o.tlsListen,
-        tlsCert: o.tlsCert,
-        tlsKey: o.tlsKey,
-      });
-      const log = pino({ base: undefined });
-      const s = await startServer(config, log);
-      log.info({
-        event: "listening",
-        http: s.httpUrl,
-        https: s.httpsUrl,
-        dataDir: config.dataDir,
-        certFile: s.tls?.certFile ?? null,
-        certFingerprint: s.tls?.fingerprint ?? null,
-        serial: s.registry.index.generation()?.serial,
-      });
-      if (s.httpsUrl && s.tls) {
-        const url = s.httpsUrl.replace("0.0.0.0", "localhost").replace("[::]", "localhost");
-        process.stderr.write(
-          [
-            `lxhub serving ${config.dataDir}`,
-            `  https: ${s.httpsUrl} (TLS 1.3)${s.httpUrl ? `   http: ${s.httpUrl}` : ""}`,
-            `  certificate: ${s.tls.certFile}`,
-            `  sha256 fingerprint: ${s.tls.fingerprint}`,
-            `add it to lxc (pin the certificate, then add the remote):`,
-            `  mkdir -p ~/.config/lxc/servercerts && cp ${s.tls.certFile} ~/.config/lxc/servercerts/lxhub.crt`,
-            `  lxc remote add lxhub ${url} --protocol=simplestreams --public`,
-            "",
-          ].join("\n"),
-        );
-      }
-      const stop = (signal: string) => {
-        log.info({ event: "stopping", signal });
-        s.close().then(
-          () => process.exit(0),
-          () => process.exit(1),
-        );
-      };
-      process.once("SIGTERM", () => stop("SIGTERM"));
-      process.once("SIGINT", () => stop("SIGINT"));
-    });
+    .action(
+      async (o: {
+        data?: string;
+        listen?: string;
+        tlsListen?: string;
+        tlsCert?: string;
+        tlsKey?: string;
+      }) => {
+        const config = loadConfig({
+          dataDir: o.data,
+          listen: o.listen,
+          tlsListen: o.tlsListen,
+          tlsCert: o.tlsCert,
+          tlsKey: o.tlsKey,
+        });
+        const log = pino({ base: undefined });
+        const s = await startServer(config, log);
+        log.info({
+          event: "listening",
+          http: s.httpUrl,
+          https: s.httpsUrl,
+          dataDir: config.dataDir,
+          certFile: s.tls?.certFile ?? null,
+          certFingerprint: s.tls?.fingerprint ?? null,
+          serial: s.registry.index.generation()?.serial,
+        });
+        if (s.httpsUrl && s.tls) {
+          const url = s.httpsUrl.replace("0.0.0.0", "localhost").replace("[::]", "localhost");
+          process.stderr.write(
+            [
+              `lxhub serving ${config.dataDir}`,
+              `  https: ${s.httpsUrl} (TLS 1.3)${s.httpUrl ? `   http: ${s.httpUrl}` : ""}`,
+              `  certificate: ${s.tls.certFile}`,
+              `  sha256 fingerprint: ${s.tls.fingerprint}`,
+              `add it to lxc (pin the certificate, then add the remote):`,
+              `  mkdir -p ~/.config/lxc/servercerts && cp ${s.tls.certFile} ~/.config/lxc/servercerts/lxhub.crt`,
+              `  lxc remote add lxhub ${url} --protocol=simplestreams --public`,
+              "",
+            ].join("\n"),
+          );
+        }
+        const stop = (signal: string) => {
+          log.info({ event: "stopping", signal });
+          s.close().then(
+            () => process.exit(0),
+            () => process.exit(1),
+          );
+        };
+        process.once("SIGTERM", () => stop("SIGTERM"));
+        process.once("SIGINT", () => stop("SIGINT"));
+      },
+    );
 }

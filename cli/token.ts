@@ -10,7 +10,10 @@ export function registerToken(program: Command): void {
     .command("create")
     .description("create a token and print it on stdout")
     .option("--data <dir>", "data folder (default ./lxhub-data, or $LXHUB_DATA)")
-    .requiredOption("--scope <scope...>", "admin, push:<pattern> or delete:<pattern> (pattern over os/release/arch/variant, e.g. debian/*)")
+    .requiredOption(
+      "--scope <scope...>",
+      "admin, push:<pattern> or delete:<pattern> (pattern over os/release/arch/variant, e.g. debian/*)",
+    )
     .option("--ttl <duration>", "lifetime such as 30m, 12h, 90d", "30d")
     .option("--subject <name>", "who the token is for (shown in the audit log)", "cli")
     .action(async (o: { data?: string; scope: string[]; ttl: string; subject: string }) => {

@@ -115,7 +115,11 @@ export class IndexService {
     for (const [p, body] of docs.files) documents.set(p, served(body, "application/json"));
     const serial = await this.catalog.nextCounter("statement_serial");
     const jws = await signStatement(this.keyring, {
-      documents: [...documents.entries()].map(([p, d]) => ({ path: p, sha256: d.sha256, size: d.body.length })),
+      documents: [...documents.entries()].map(([p, d]) => ({
+        path: p,
+        sha256: d.sha256,
+        size: d.body.length,
+      })),
       serial,
       issuedAt: now,
       ttlSeconds: this.opts.statementTtlSeconds,

@@ -47,16 +47,21 @@ const ALIAS_RE = /^[A-Za-z0-9][A-Za-z0-9._:/+-]{0,127}$/;
 /** Metadata tarballs are small (LXD caps metadata.yaml at 1 MiB); a bigger one is refused. */
 const MAX_META_BYTES = 64 * 1024 * 1024;
 
-
 /** Validate a product key from a request; the arch must be one LXD 5.0.2 knows (pitfall 9). */
 export function checkProductKey(p: ProductKey): void {
   for (const part of ["os", "release", "variant"] as const) {
     if (!SEGMENT_RE.test(p[part])) {
-      throw new LxhubError("INVALID_PRODUCT", `product ${part} ${JSON.stringify(p[part])} must match ${SEGMENT_RE}`);
+      throw new LxhubError(
+        "INVALID_PRODUCT",
+        `product ${part} ${JSON.stringify(p[part])} must match ${SEGMENT_RE}`,
+      );
     }
   }
   if (!SEGMENT_RE.test(p.arch) || !canonicalArch(p.arch)) {
-    throw new LxhubError("UNKNOWN_ARCH", `unknown architecture ${JSON.stringify(p.arch)} (use e.g. amd64, arm64)`);
+    throw new LxhubError(
+      "UNKNOWN_ARCH",
+      `unknown architecture ${JSON.stringify(p.arch)} (use e.g. amd64, arm64)`,
+    );
   }
 }
 
@@ -115,7 +120,10 @@ export class PublishService {
     const aliases = req.aliases ?? [];
     for (const a of aliases) {
       if (!ALIAS_RE.test(a)) {
-        throw new LxhubError("BAD_REQUEST", `alias ${JSON.stringify(a)} must match ${ALIAS_RE} (no commas or spaces)`);
+        throw new LxhubError(
+          "BAD_REQUEST",
+          `alias ${JSON.stringify(a)} must match ${ALIAS_RE} (no commas or spaces)`,
+        );
       }
     }
     const requirements = req.requirements ?? {};
@@ -134,9 +142,13 @@ export class PublishService {
         const existing = await this.catalog.getVersion(product.id, version);
         if (existing) {
           if (existing.deletedAt) {
-            throw new LxhubError("VERSION_DELETED", `version ${version} of ${productId(key)} was deleted; names are never reused`);
+            throw new LxhubError(
+              "VERSION_DELETED",
+              `version ${version} of ${productId(key)} was deleted; names are never reused`,
+            );
           }
-          if (existing.contentDigest === contentDigest) return { created: false, version: toView(product, existing) };
+          if (existing.contentDigest === contentDigest)
+            return { created: false, version: toView(product, existing) };
           throw new LxhubError(
             "VERSION_CONFLICT",
             `version ${version} of ${productId(key)} is already published with other files; versions are immutable`,
@@ -145,12 +157,16 @@ export class PublishService {
       }
       const items = await this.resolveItems(files);
       const meta = items.find((i) => (META_FTYPES as readonly string[]).includes(i.ftype));
-      if (!meta) throw new LxhubError("INVALID_FILES", "a version needs a metadata tarball (ftype lxd.tar.xz)");
+      if (!meta)
+        throw new LxhubError("INVALID_FILES", "a version needs a metadata tarball (ftype lxd.tar.xz)");
       await this.checkMetadata(meta, key);
       for (const d of items.filter((i) => i.deltaBase)) {
         const base = product ? await this.catalog.getVersion(product.id, d.deltaBase ?? "") : null;
         if (!base || base.deletedAt) {
-          throw new LxhubError("INVALID_FILES", `delta ${d.name} names base version ${d.deltaBase}, which is not published`);
+          throw new LxhubError(
+            "INVALID_FILES",
+            `delta ${d.name} names base version ${d.deltaBase}, which is not published`,
+          );
         }
       }
       const roots = items.filter((i) => (ROOT_FTYPES as readonly string[]).includes(i.ftype));
@@ -194,7 +210,10 @@ export class PublishService {
             actor,
             action: "version.publish",
             target: `${productId(key)}@${version}`,
-            detail: { files: items.map((i) => ({ name: i.name, digest: i.digest })), fingerprints: meta.combined },
+            detail: {
+              files: items.map((i) => ({ name: i.name, digest: i.digest })),
+              fingerprints: meta.combined,
+            },
           },
           tx,
         );
@@ -215,7 +234,10 @@ export class PublishService {
       }
       await this.catalog.transaction(async (tx) => {
         await this.catalog.markVersionDeleted(tx, v.id, actor);
-        await this.catalog.audit({ actor, action: "version.delete", target: `${productId(key)}@${version}` }, tx);
+        await this.catalog.audit(
+          { actor, action: "version.delete", target: `${productId(key)}@${version}` },
+          tx,
+        );
       });
       await this.index.rebuild();
     });
@@ -230,7 +252,10 @@ export class PublishService {
     const out: (FileSpec & { ftype: PublishableFtype })[] = [];
     for (const f of files) {
       if (typeof f?.name !== "string" || !FILE_NAME_RE.test(f.name)) {
-        throw new LxhubError("INVALID_FILES", `file name ${JSON.stringify(f?.name)} must match ${FILE_NAME_RE}`);
+        throw new LxhubError(
+          "INVALID_FILES",
+          `file name ${JSON.stringify(f?.name)} must match ${FILE_NAME_RE}`,
+        );
       }
       if (!(PUBLISHABLE_FTYPES as readonly string[]).includes(f.ftype)) {
         throw new LxhubError(
@@ -246,16 +271,21 @@ export class PublishService {
         throw new LxhubError("INVALID_FILES", `file ${f.name}: delta files, and only they, need delta_base`);
       }
       if (f.deltaBase !== undefined && !isValidVersionKey(f.deltaBase)) {
-        throw new LxhubError("INVALID_FILES", `file ${f.name}: delta_base ${JSON.stringify(f.deltaBase)} is not a version key`);
+        throw new LxhubError(
+          "INVALID_FILES",
+          `file ${f.name}: delta_base ${JSON.stringify(f.deltaBase)} is not a version key`,
+        );
       }
       if (names.has(f.name)) throw new LxhubError("INVALID_FILES", `file name ${f.name} given twice`);
       const role = (META_FTYPES as readonly string[]).includes(f.ftype) ? "metadata" : f.ftype;
-      if (ftypes.has(role)) throw new LxhubError("INVALID_FILES", `more than one ${role} file in one version`);
+      if (ftypes.has(role))
+        throw new LxhubError("INVALID_FILES", `more than one ${role} file in one version`);
       names.add(f.name);
       ftypes.add(role);
       out.push({ ...f, ftype: f.ftype as PublishableFtype });
     }
-    if (!ftypes.has("metadata")) throw new LxhubError("INVALID_FILES", "a version needs a metadata tarball (ftype lxd.tar.xz)");
+    if (!ftypes.has("metadata"))
+      throw new LxhubError("INVALID_FILES", "a version needs a metadata tarball (ftype lxd.tar.xz)");
     if (!ROOT_FTYPES.some((r) => ftypes.has(r))) {
       throw new LxhubError("INVALID_FILES", `a version needs a root file (one of ${ROOT_FTYPES.join(", ")})`);
     }
@@ -267,7 +297,9 @@ export class PublishService {
     for (const f of files) {
       const info = await this.blobs.stat(f.digest);
       if (!info) {
-        throw new LxhubError("BLOB_UNKNOWN", `file ${f.name}: blob ${f.digest} was never uploaded`, { digest: f.digest });
+        throw new LxhubError("BLOB_UNKNOWN", `file ${f.name}: blob ${f.digest} was never uploaded`, {
+          digest: f.digest,
+        });
       }
       items.push({
         name: f.name,
@@ -283,7 +315,10 @@ export class PublishService {
 
   private async checkMetadata(meta: ItemRecord, key: ProductKey): Promise<void> {
     if (meta.size > MAX_META_BYTES) {
-      throw new LxhubError("INVALID_METADATA", `metadata tarball ${meta.name} is ${meta.size} bytes; the limit is ${MAX_META_BYTES}`);
+      throw new LxhubError(
+        "INVALID_METADATA",
+        `metadata tarball ${meta.name} is ${meta.size} bytes; the limit is ${MAX_META_BYTES}`,
+      );
     }
     let md;
     try {
@@ -293,7 +328,10 @@ export class PublishService {
     }
     const metaArch = canonicalArch(md.architecture);
     if (!metaArch) {
-      throw new LxhubError("INVALID_METADATA", `metadata.yaml architecture ${JSON.stringify(md.architecture)} is unknown`);
+      throw new LxhubError(
+        "INVALID_METADATA",
+        `metadata.yaml architecture ${JSON.stringify(md.architecture)} is unknown`,
+      );
     }
     if (metaArch !== canonicalArch(key.arch)) {
       throw new LxhubError(
@@ -341,4 +379,3 @@ function hashSink(h: Hash): Writable {
     },
   });
 }
-

@@ -31,7 +31,10 @@ export interface Registry {
 
 export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
   await mkdir(opts.dataDir, { recursive: true, mode: 0o750 });
-  const catalog = await Catalog.open({ client: "sqlite", filename: dataPath(opts.dataDir, { kind: "catalog" }) });
+  const catalog = await Catalog.open({
+    client: "sqlite",
+    filename: dataPath(opts.dataDir, { kind: "catalog" }),
+  });
   try {
     const blobs = await FsBlobStore.open(opts.dataDir);
     const keyring = await Keyring.open(dataPath(opts.dataDir, { kind: "signingKeys" }));

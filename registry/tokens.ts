@@ -21,7 +21,8 @@ const AUDIENCE = "lxhub-api";
 /** Parse `30m`, `12h`, `90d`, `3600s` (or a bare number of seconds) into seconds. */
 export function parseDuration(text: string): number {
   const m = /^(\d+)\s*([smhdw]?)$/.exec(text.trim());
-  if (!m) throw new LxhubError("BAD_REQUEST", `not a duration: ${JSON.stringify(text)} (use e.g. 30m, 12h, 90d)`);
+  if (!m)
+    throw new LxhubError("BAD_REQUEST", `not a duration: ${JSON.stringify(text)} (use e.g. 30m, 12h, 90d)`);
   const n = Number(m[1]);
   const unit = { "": 1, s: 1, m: 60, h: 3600, d: 86400, w: 604800 }[m[2] ?? ""] ?? 1;
   const seconds = n * unit;
@@ -163,6 +164,9 @@ export class TokenService {
 /** Throw FORBIDDEN unless the principal may do `action` on `target`. */
 export function authorize(p: Principal, action: Action, target: string): void {
   if (!allows(p.scopes, action, target)) {
-    throw new LxhubError("FORBIDDEN", `token scopes ${p.scopes.join(" ")} do not allow ${action} on ${target}`);
+    throw new LxhubError(
+      "FORBIDDEN",
+      `token scopes ${p.scopes.join(" ")} do not allow ${action} on ${target}`,
+    );
   }
 }

@@ -77,7 +77,10 @@ export class UploadService {
   /** Verify the digest and publish the bytes at their address; on mismatch nothing is kept. */
   async commit(id: string, digest: string, actor: string): Promise<BlobInfo> {
     if (!DIGEST_RE.test(digest)) {
-      throw new LxhubError("BAD_REQUEST", `digest must be sha256:<64 lower-case hex>, got ${JSON.stringify(digest)}`);
+      throw new LxhubError(
+        "BAD_REQUEST",
+        `digest must be sha256:<64 lower-case hex>, got ${JSON.stringify(digest)}`,
+      );
     }
     await this.live(id);
     let info: BlobInfo;
@@ -89,7 +92,12 @@ export class UploadService {
     }
     await this.catalog.recordBlob(info.digest, info.size);
     await this.catalog.deleteUploadSession(id);
-    await this.catalog.audit({ actor, action: "blob.commit", target: info.digest, detail: { size: info.size } });
+    await this.catalog.audit({
+      actor,
+      action: "blob.commit",
+      target: info.digest,
+      detail: { size: info.size },
+    });
     return info;
   }
 

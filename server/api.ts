@@ -65,7 +65,11 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 function rangeStart(header: string | undefined): number | null {
   if (!header) return null;
   const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header.trim());
-  if (!m) throw new LxhubError("BAD_REQUEST", `bad Content-Range ${JSON.stringify(header)}; use "bytes <start>-<end>/<total or *>"`);
+  if (!m)
+    throw new LxhubError(
+      "BAD_REQUEST",
+      `bad Content-Range ${JSON.stringify(header)}; use "bytes <start>-<end>/<total or *>"`,
+    );
   return Number(m[1]);
 }
 
@@ -86,7 +90,8 @@ export function createApi(deps: ApiDeps): express.Express {
   const auth = async (req: Authed, _res: Response, next: NextFunction): Promise<void> => {
     const h = req.headers.authorization;
     const m = h ? /^Bearer\s+(\S+)$/i.exec(h) : null;
-    if (!m?.[1]) throw new LxhubError("UNAUTHORIZED", "this request needs a token: Authorization: Bearer <token>");
+    if (!m?.[1])
+      throw new LxhubError("UNAUTHORIZED", "this request needs a token: Authorization: Bearer <token>");
     req.principal = await deps.tokens.verify(m[1]);
     next();
   };
@@ -130,7 +135,10 @@ export function createApi(deps: ApiDeps): express.Express {
     const id = String(req.params.id);
     const start = rangeStart(req.headers["content-range"]) ?? (await deps.uploads.state(id)).offset;
     const u = await deps.uploads.append(id, start, req);
-    res.status(202).set({ "upload-offset": String(u.offset) }).json({ id: u.id, offset: u.offset, expires_at: u.expiresAt });
+    res
+      .status(202)
+      .set({ "upload-offset": String(u.offset) })
+      .json({ id: u.id, offset: u.offset, expires_at: u.expiresAt });
   });
   app.put("/api/v1/uploads/:id", auth, async (req: Authed, res) => {
     const p = who(req);
@@ -138,13 +146,17 @@ export function createApi(deps: ApiDeps): express.Express {
     const id = String(req.params.id);
     const digest = typeof req.query.digest === "string" ? req.query.digest : "";
     if (!digest) throw new LxhubError("BAD_REQUEST", "commit needs ?digest=sha256:<hex>");
-    const hasBody = Number(req.headers["content-length"] ?? 0) > 0 || req.headers["transfer-encoding"] !== undefined;
+    const hasBody =
+      Number(req.headers["content-length"] ?? 0) > 0 || req.headers["transfer-encoding"] !== undefined;
     if (hasBody) {
       const start = rangeStart(req.headers["content-range"]) ?? (await deps.uploads.state(id)).offset;
       await deps.uploads.append(id, start, req);
     }
     const blob = await deps.uploads.commit(id, digest, p.subject);
-    res.status(201).set({ location: `/blobs/sha256/${blob.digest.slice(7)}` }).json(blob);
+    res
+      .status(201)
+      .set({ location: `/blobs/sha256/${blob.digest.slice(7)}` })
+      .json(blob);
   });
   app.delete("/api/v1/uploads/:id", auth, async (req: Authed, res) => {
     authorize(who(req), "push", "*");
@@ -155,7 +167,11 @@ export function createApi(deps: ApiDeps): express.Express {
     const digest = String(req.params.digest);
     const info = /^sha256:[0-9a-f]{64}$/.test(digest) ? await deps.blobs.stat(digest) : null;
     if (!info) res.status(404).end();
-    else res.status(200).set({ "content-length": String(info.size), "docker-content-digest": info.digest }).end();
+    else
+      res
+        .status(200)
+        .set({ "content-length": String(info.size), "docker-content-digest": info.digest })
+        .end();
   });
 
   // --- products and versions ------------------------------------------------------------------
@@ -193,27 +209,42 @@ export function createApi(deps: ApiDeps): express.Express {
     const key = productKey(req);
     const p = await deps.catalog.getProduct(key);
     const v = p ? await deps.catalog.getVersion(p.id, String(req.params.version)) : null;
-    if (!p || !v || v.deletedAt) throw new LxhubError("NOT_FOUND", `no version ${req.params.version} of ${productTarget(key)}`);
+    if (!p || !v || v.deletedAt)
+      throw new LxhubError("NOT_FOUND", `no version ${req.params.version} of ${productTarget(key)}`);
     res.json(versionJson(toView(p, v)));
   });
-  app.put("/api/v1/products/:os/:release/:arch/:variant/versions/:version", auth, json, async (req: Authed, res) => {
-    const key = productKey(req);
-    authorize(who(req), "push", productTarget(key));
-    const body = parseBody(versionBody, req.body);
-    const r = await deps.publish.putVersion(who(req).subject, key, String(req.params.version), {
-      files: body.files.map((f) => ({ name: f.name, ftype: f.ftype, digest: f.digest, deltaBase: f.delta_base })),
-      aliases: body.aliases,
-      releaseTitle: body.release_title,
-      requirements: body.requirements,
-    });
-    res.status(r.created ? 201 : 200).json(versionJson(r.version));
-  });
-  app.delete("/api/v1/products/:os/:release/:arch/:variant/versions/:version", auth, async (req: Authed, res) => {
-    const key = productKey(req);
-    authorize(who(req), "delete", productTarget(key));
-    await deps.publish.deleteVersion(who(req).subject, key, String(req.params.version));
-    res.status(204).end();
-  });
+  app.put(
+    "/api/v1/products/:os/:release/:arch/:variant/versions/:version",
+    auth,
+    json,
+    async (req: Authed, res) => {
+      const key = productKey(req);
+      authorize(who(req), "push", productTarget(key));
+      const body = parseBody(versionBody, req.body);
+      const r = await deps.publish.putVersion(who(req).subject, key, String(req.params.version), {
+        files: body.files.map((f) => ({
+          name: f.name,
+          ftype: f.ftype,
+          digest: f.digest,
+          deltaBase: f.delta_base,
+        })),
+        aliases: body.aliases,
+        releaseTitle: body.release_title,
+        requirements: body.requirements,
+      });
+      res.status(r.created ? 201 : 200).json(versionJson(r.version));
+    },
+  );
+  app.delete(
+    "/api/v1/products/:os/:release/:arch/:variant/versions/:version",
+    auth,
+    async (req: Authed, res) => {
+      const key = productKey(req);
+      authorize(who(req), "delete", productTarget(key));
+      await deps.publish.deleteVersion(who(req).subject, key, String(req.params.version));
+      res.status(204).end();
+    },
+  );
 
   // --- tokens ---------------------------------------------------------------------------------
   app.post("/api/v1/tokens", auth, json, async (req: Authed, res) => {
@@ -240,8 +271,10 @@ export function createApi(deps: ApiDeps): express.Express {
   app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
     const e = err as { type?: string; status?: number };
     let mapped = err;
-    if (e?.type === "entity.parse.failed") mapped = new LxhubError("MALFORMED_JSON", "the request body is not valid JSON");
-    else if (e?.type === "entity.too.large") mapped = new LxhubError("TOO_LARGE", "the JSON body is larger than 1 MB");
+    if (e?.type === "entity.parse.failed")
+      mapped = new LxhubError("MALFORMED_JSON", "the request body is not valid JSON");
+    else if (e?.type === "entity.too.large")
+      mapped = new LxhubError("TOO_LARGE", "the JSON body is larger than 1 MB");
     const { status, body } = renderError(mapped);
     if (status === 500) deps.onInternalError?.(err);
     if (res.headersSent) {

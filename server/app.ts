@@ -45,7 +45,8 @@ function listen(server: net.Server, hostPort: string): Promise<AddressInfo> {
 export async function startServer(config: ServerConfig, log: Logger = pino()): Promise<RunningServer> {
   const registry = await openRegistry(config);
   await registry.index.rebuild();
-  const readPath = (certPem: string) => createReadPath({ index: registry.index, blobs: registry.blobs, certPem });
+  const readPath = (certPem: string) =>
+    createReadPath({ index: registry.index, blobs: registry.blobs, certPem });
   const api = createApi({ ...registry, onInternalError: (err) => log.error({ err }, "internal error") });
 
   let tls: TlsMaterial | null = null;
@@ -91,7 +92,10 @@ export async function startServer(config: ServerConfig, log: Logger = pino()): P
   }
   if (tls) {
     const plainOnTls = http.createServer(serverOpts, handler);
-    const secure = https.createServer({ ...serverOpts, cert: tls.cert, key: tls.key, minVersion: "TLSv1.3" }, handler);
+    const secure = https.createServer(
+      { ...serverOpts, cert: tls.cert, key: tls.key, minVersion: "TLSv1.3" },
+      handler,
+    );
     // Sniff the first byte: 0x16 opens a TLS handshake, anything else is plain HTTP.
     const front = net.createServer({ pauseOnConnect: false }, (socket) => {
       socket.once("data", (first: Buffer) => {

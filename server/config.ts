@@ -7,7 +7,10 @@ import { z } from "zod";
  */
 const hostPort = z
   .string()
-  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be HOST:PORT (e.g. 127.0.0.1:8080, [::]:8443)");
+  .regex(
+    /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/,
+    "must be HOST:PORT (e.g. 127.0.0.1:8080, [::]:8443)",
+  );
 
 export const configSchema = z
   .object({
@@ -32,7 +35,9 @@ export const configSchema = z
   .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), {
     message: "--tls-cert and --tls-key go together",
   })
-  .refine((c) => c.listen !== "" || c.tlsListen !== "", { message: "at least one of --listen / --tls-listen" });
+  .refine((c) => c.listen !== "" || c.tlsListen !== "", {
+    message: "at least one of --listen / --tls-listen",
+  });
 
 export type ServerConfig = z.infer<typeof configSchema>;
 
@@ -56,15 +61,18 @@ export function loadConfig(
   env: NodeJS.ProcessEnv = process.env,
 ): ServerConfig {
   const pick = <T>(flag: T | undefined, envName: string, dflt: T): T =>
-    flag ?? ((env[envName] as T | undefined) ?? dflt);
-  const num = (v: string | number | undefined): number | undefined => (v === undefined ? undefined : Number(v));
+    flag ?? (env[envName] as T | undefined) ?? dflt;
+  const num = (v: string | number | undefined): number | undefined =>
+    v === undefined ? undefined : Number(v);
   const raw = {
     dataDir: resolveDataDir(flags.dataDir as string | undefined, env),
     listen: pick(flags.listen as string | undefined, "LXHUB_LISTEN", DEFAULTS.listen),
     tlsListen: pick(flags.tlsListen as string | undefined, "LXHUB_TLS_LISTEN", DEFAULTS.tlsListen),
     tlsCert: pick(flags.tlsCert as string | undefined, "LXHUB_TLS_CERT", undefined),
     tlsKey: pick(flags.tlsKey as string | undefined, "LXHUB_TLS_KEY", undefined),
-    statementTtlSeconds: num(pick(flags.statementTtlSeconds, "LXHUB_STATEMENT_TTL", DEFAULTS.statementTtlSeconds)),
+    statementTtlSeconds: num(
+      pick(flags.statementTtlSeconds, "LXHUB_STATEMENT_TTL", DEFAULTS.statementTtlSeconds),
+    ),
     uploadTtlSeconds: num(pick(flags.uploadTtlSeconds, "LXHUB_UPLOAD_TTL", DEFAULTS.uploadTtlSeconds)),
     maxBlobBytes: num(pick(flags.maxBlobBytes, "LXHUB_MAX_BLOB_BYTES", DEFAULTS.maxBlobBytes)),
     issuer: pick(flags.issuer as string | undefined, "LXHUB_ISSUER", DEFAULTS.issuer),
@@ -72,7 +80,8 @@ export function loadConfig(
   const r = configSchema.safeParse(raw);
   if (!r.success) {
     throw new Error(
-      "invalid configuration: " + r.error.issues.map((i) => `${i.path.join(".") || "config"}: ${i.message}`).join("; "),
+      "invalid configuration: " +
+        r.error.issues.map((i) => `${i.path.join(".") || "config"}: ${i.message}`).join("; "),
     );
   }
   return r.data;

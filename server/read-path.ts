@@ -110,7 +110,10 @@ function sendDocument(req: IncomingMessage, res: ServerResponse, doc: ServedDocu
 }
 
 /** Parse a single `bytes=` range against a size; null = serve whole, "unsatisfiable" = 416. */
-export function parseRange(header: string | undefined, size: number): { start: number; end: number } | null | "unsatisfiable" {
+export function parseRange(
+  header: string | undefined,
+  size: number,
+): { start: number; end: number } | null | "unsatisfiable" {
   if (!header) return null;
   const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
   if (!m) return null; // multiple or malformed ranges: RFC 9110 lets us answer with the whole file
@@ -132,7 +135,12 @@ export function parseRange(header: string | undefined, size: number): { start: n
   return { start, end };
 }
 
-async function sendBlob(req: IncomingMessage, res: ServerResponse, blobs: BlobStore, digest: string): Promise<void> {
+async function sendBlob(
+  req: IncomingMessage,
+  res: ServerResponse,
+  blobs: BlobStore,
+  digest: string,
+): Promise<void> {
   const info = await blobs.stat(digest);
   if (!info) throw new LxhubError("NOT_FOUND", `no such blob: ${digest}`);
   const etag = `"${digest.slice(7)}"`;

@@ -62,8 +62,7 @@ export interface AuditEntry {
 }
 
 export type CatalogConfig =
-  | { client: "sqlite"; filename: string }
-  | { client: "pg"; connection: string | Knex.PgConnectionConfig };
+  { client: "sqlite"; filename: string } | { client: "pg"; connection: string | Knex.PgConnectionConfig };
 
 /** A unit of work: every method of Catalog that writes takes one, so callers compose them atomically. */
 export type Tx = Knex.Transaction;
@@ -226,8 +225,7 @@ export class Catalog {
 
   async getVersion(productId: number, name: string, tx: Knex = this.db): Promise<VersionRecord | null> {
     const row = (await tx<VersionRow>("versions").where({ product_id: productId, name }).first()) as
-      | VersionRow
-      | undefined;
+      VersionRow | undefined;
     if (!row) return null;
     const items = (await tx<ItemRow>("items").where({ version_id: row.id }).orderBy("name")) as ItemRow[];
     return this.toVersion(row, items);
@@ -353,8 +351,7 @@ export class Catalog {
 
   async getBlob(digest: string, tx: Knex = this.db): Promise<{ digest: string; size: number } | null> {
     const row = (await tx("blobs").where({ digest }).first()) as
-      | { digest: string; size: number | string }
-      | undefined;
+      { digest: string; size: number | string } | undefined;
     return row ? { digest: row.digest, size: Number(row.size) } : null;
   }
 
@@ -394,8 +391,7 @@ export class Catalog {
 
   async getUploadSession(id: string): Promise<UploadSessionRecord | null> {
     const row = (await this.db("upload_sessions").where({ id }).first()) as
-      | { id: string; created_at: string; created_by: string; expires_at: string }
-      | undefined;
+      { id: string; created_at: string; created_by: string; expires_at: string } | undefined;
     return row
       ? { id: row.id, createdAt: row.created_at, createdBy: row.created_by, expiresAt: row.expires_at }
       : null;
@@ -410,7 +406,9 @@ export class Catalog {
   }
 
   async expiredUploadSessions(at: Date): Promise<string[]> {
-    const rows = (await this.db("upload_sessions").where("expires_at", "<", at.toISOString()).select("id")) as {
+    const rows = (await this.db("upload_sessions")
+      .where("expires_at", "<", at.toISOString())
+      .select("id")) as {
       id: string;
     }[];
     return rows.map((r) => r.id);
