@@ -146,6 +146,12 @@ start_lxhub() {
   done
   die "lxhub serve did not report 'listening' within 30 s"
 }
+proc_kb() { # field of the running server's /proc status, in kB
+  local v
+  v=$(awk -v k="$1:" '$1 == k { print $2 }' "/proc/$LXHUB_PID/status" 2>/dev/null) || true
+  [[ -n "$v" ]] || die "the lxhub server (pid $LXHUB_PID) is gone: was it killed from outside? $(tail -n 2 "$RUN/lxhub-$SERVER_N.log")"
+  echo "$v"
+}
 stop_lxhub() {
   stop_pid "$LXHUB_PID" TERM
   LXHUB_PID=""
@@ -397,7 +403,7 @@ if [[ -f "$ROOT/dist/cli/push.js" ]]; then
   rm -rf "$d"
 fi
 
-HWM_1=$(awk '/^VmHWM:/ { print $2 }' "/proc/$LXHUB_PID/status")
+HWM_1=$(proc_kb VmHWM)
 
 # --- 6. peak RSS under load -----------------------------------------------------------------------
 say "6/6 peak RSS of a fresh lxhub: $CLIENTS downloads + 1 push of $MIB MiB at once"
@@ -407,7 +413,9 @@ BIG_URL="$HTTP/$BIG_PATH"
 f="$RUN/load-push.bin"
 random_file "$f"
 load_hex=$(hex_of "$f")
-RSS_IDLE=$(awk '/^VmRSS:/ { print $2 }' "/proc/$LXHUB_PID/status")
+sleep 1
+RSS_IDLE=$(proc_kb VmRSS)
+HWM_IDLE=$(proc_kb VmHWM)
 (
   while :; do
     while read -r key value _; do [[ "$key" == VmRSS: ]] && echo "$value"; done <"/proc/$LXHUB_PID/status" || exit 0
@@ -431,7 +439,7 @@ SAMPLER_PID=""
 for ((i = 0; i < CLIENTS; i++)); do
   [[ "$(cat "$RUN/load-dl-$i.txt")" == "200 $SIZE" ]] || die "download $i in step 6: $(cat "$RUN/load-dl-$i.txt")"
 done
-HWM_2=$(awk '/^VmHWM:/ { print $2 }' "/proc/$LXHUB_PID/status")
+HWM_2=$(proc_kb VmHWM)
 RSS_SAMPLED=$(sort -n "$RUN/rss.txt" | tail -n1)
 LOAD_DL=$(mbps $((SIZE * CLIENTS)) $((t1 - t0)))
 LOAD_PUSH=$(mbps "$SIZE" $((tp1 - tp0)))
@@ -470,7 +478,7 @@ GIB_LABEL="$MIB MiB"
   echo "- images.json: $DOC_BYTES bytes, $VERSIONS versions of 10 products (served without gzip: wrk sends no Accept-Encoding)"
   echo "- push MB/s per run: API ${PUSH[*]} / openssl ${SHA[*]} / dd conv=fsync ${DDW[*]}"
   echo "- page cache: the served blob was ${CACHED_BIG} resident before the downloads; each push file ${CACHED_PUSH} before its runs"
-  echo "- step 6: RSS $(kb_mb "$RSS_IDLE") MB idle after start, sampled max $(kb_mb "$RSS_SAMPLED") MB (every 100 ms), VmHWM $(kb_mb "$HWM_2") MB;"
+  echo "- step 6: RSS $(kb_mb "$RSS_IDLE") MB idle 1 s after start (VmHWM then $(kb_mb "$HWM_IDLE") MB), sampled max $(kb_mb "$RSS_SAMPLED") MB (every 100 ms), VmHWM $(kb_mb "$HWM_2") MB;"
   echo "  $CLIENTS downloads together $LOAD_DL MB/s, the concurrent push $LOAD_PUSH MB/s"
   echo "- VmHWM of the first server after steps 1–5 (publishing, downloads, wrk, pushes): $(kb_mb "$HWM_1") MB"
 } >"$RESULT.new"
