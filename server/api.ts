@@ -1,7 +1,7 @@
 import express, { type NextFunction, type Request, type Response } from "express";
 import { z } from "zod";
 import { LxhubError } from "../registry/errors.js";
-import type { Catalog, ProductKey } from "../storage/catalog/catalog.js";
+import type { Catalog, ProductKey, ProductRecord } from "../storage/catalog/catalog.js";
 import type { BlobStore } from "../storage/blobs/store.js";
 import { authorize, parseDuration, type Principal, type TokenService } from "../registry/tokens.js";
 import type { UploadService } from "../registry/uploads.js";
@@ -177,33 +177,14 @@ export function createApi(deps: ApiDeps): express.Express {
   // --- products and versions ------------------------------------------------------------------
   app.get("/api/v1/products", async (_req, res) => {
     const products = await deps.catalog.listProducts();
-    res.json({
-      products: products.map((p) => ({
-        os: p.os,
-        release: p.release,
-        arch: p.arch,
-        variant: p.variant,
-        release_title: p.releaseTitle,
-        aliases: p.aliases,
-        requirements: p.requirements,
-      })),
-    });
+    res.json({ products: products.map(productJson) });
   });
   app.get("/api/v1/products/:os/:release/:arch/:variant", async (req, res) => {
     const key = productKey(req);
     const p = await deps.catalog.getProduct(key);
     if (!p) throw new LxhubError("NOT_FOUND", `no product ${productTarget(key)}`);
     const versions = await deps.catalog.listVersions(p.id);
-    res.json({
-      os: p.os,
-      release: p.release,
-      arch: p.arch,
-      variant: p.variant,
-      release_title: p.releaseTitle,
-      aliases: p.aliases,
-      requirements: p.requirements,
-      versions: versions.map((v) => versionJson(toView(p, v))),
-    });
+    res.json({ ...productJson(p), versions: versions.map((v) => versionJson(toView(p, v))) });
   });
   app.get("/api/v1/products/:os/:release/:arch/:variant/versions/:version", async (req, res) => {
     const key = productKey(req);
@@ -284,6 +265,18 @@ export function createApi(deps: ApiDeps): express.Express {
     res.status(status).json(body);
   });
   return app;
+}
+
+function productJson(p: ProductRecord): Record<string, unknown> {
+  return {
+    os: p.os,
+    release: p.release,
+    arch: p.arch,
+    variant: p.variant,
+    release_title: p.releaseTitle,
+    aliases: p.aliases,
+    requirements: p.requirements,
+  };
 }
 
 function versionJson(v: ReturnType<typeof toView>): Record<string, unknown> {

@@ -2,12 +2,11 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
-import http from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { startServer, createToken, type RunningServer } from "../support/server.js";
 import { buildBusyboxImage } from "../support/image-fixture.js";
-import { api, digestOf, uploadBlob, uploadFile, versionPath } from "../support/api.js";
+import { api, digestOf, truncatedPatch, uploadBlob, uploadFile, versionPath } from "../support/api.js";
 
 /**
  * Killing the server (SIGKILL) in the middle of an upload or of a publish, then starting it
@@ -83,27 +82,7 @@ describe("crash safety", () => {
     const location = String(open.json?.location);
     const before = await blobFiles(dataDir);
     // Send half the bytes, then kill the server while the request is still open.
-    await new Promise<void>((resolve) => {
-      const url = new URL(s.httpUrl + location);
-      const req = http.request({
-        host: url.hostname,
-        port: url.port,
-        path: url.pathname,
-        method: "PATCH",
-        headers: {
-          authorization: `Bearer ${token}`,
-          "content-length": String(bytes.length),
-          "content-range": `bytes 0-${bytes.length - 1}/${bytes.length}`,
-        },
-      });
-      req.on("error", () => resolve());
-      req.write(bytes.subarray(0, bytes.length / 2), () => {
-        setTimeout(() => {
-          s.kill();
-          resolve();
-        }, 300);
-      });
-    });
+    await truncatedPatch(s.httpUrl, token, location, bytes, bytes.length / 2, () => s.kill());
     await exited(s);
     s = await startServer({ dataDir });
     assert.deepEqual(await blobFiles(dataDir), before, "no partial blob became visible");

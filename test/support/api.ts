@@ -84,6 +84,8 @@ export function truncatedPatch(
   location: string,
   bytes: Buffer,
   sent: number,
+  /** Called with the request still open instead of dropping it (e.g. to kill the server then). */
+  whileOpen?: () => void,
 ): Promise<void> {
   const url = new URL(base + location);
   return new Promise((resolve) => {
@@ -106,7 +108,8 @@ export function truncatedPatch(
     req.write(bytes.subarray(0, sent), () => {
       // Give the server a moment to take the bytes in, then drop the connection.
       setTimeout(() => {
-        req.destroy();
+        if (whileOpen) whileOpen();
+        else req.destroy();
         resolve();
       }, 200);
     });
