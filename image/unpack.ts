@@ -24,7 +24,8 @@
  *   restored numerically, as `tar --numeric-owner` does, and setuid/setgid/sticky bits are kept;
  *   without it owners are ignored and those bits stripped, so no setuid file ends up owned by the
  *   unpacking user. Permission bits are restored exactly (the umask is not applied), mtimes on
- *   files, symlinks and directories (directories last, after their contents).
+ *   files, symlinks and directories (directories last, after their contents). Directories the
+ *   archive only implies get 0755, as does the root unless the archive has a `.`/`./` entry.
  * - **Limits**: the decompressed tar stream may not pass `maxBytes`, nor the archive hold more
  *   than `maxEntries` entries; an entry's data may not exceed its declared size. Pax headers and
  *   GNU long names are tar-stream's business; sparse files and unknown entry types are refused.
@@ -193,15 +194,15 @@ function errnoOf(err: unknown): string | undefined {
 
 /**
  * `name` as a path relative to the tree's root ("" for the root). `what` says whose name it is
- * in the error message.
+ * in the error message, `reason` which refusal an unsafe one is.
  */
-function relativeName(name: string, entry: string, what: string): string {
-  if (name.includes("\0")) throw refuse("UNSAFE_PATH", entry, `${what} contains a NUL byte`);
-  if (name.startsWith("/")) throw refuse("UNSAFE_PATH", entry, `${what} is absolute`);
+function relativeName(name: string, entry: string, what: string, reason: UnpackErrorReason): string {
+  if (name.includes("\0")) throw refuse(reason, entry, `${what} contains a NUL byte`);
+  if (name.startsWith("/")) throw refuse(reason, entry, `${what} is absolute`);
   const parts: string[] = [];
   for (const part of name.split("/")) {
     if (part === "" || part === ".") continue;
-    if (part === "..") throw refuse("UNSAFE_PATH", entry, `${what} has a ".." component`);
+    if (part === "..") throw refuse(reason, entry, `${what} has a ".." component`);
     parts.push(part);
   }
   return parts.join("/");
@@ -816,7 +817,7 @@ export class TarUnpacker {
         name,
       );
     }
-    const rel = relativeName(name, name, "its name");
+    const rel = relativeName(name, name, "its name", "UNSAFE_PATH");
     const tree = this.#tree;
     const type = header.type as string | null;
     const mode = (header.mode ?? 0o644) & this.#specialBits;
@@ -880,7 +881,13 @@ export class TarUnpacker {
         return skipData({ path: shown, type: "symlink", size: 0 });
       }
       case "link": {
-        const target = relativeName(header.linkname ?? "", name, "the hard link's target");
+        const linkname = header.linkname ?? "";
+        const target = relativeName(
+          linkname,
+          name,
+          `the hard link's target ${show(linkname)}`,
+          "UNSAFE_HARDLINK",
+        );
         const bad = (why: string) =>
           refuse("UNSAFE_HARDLINK", name, `the hard link's target ${show(target)} ${why}`);
         if (target === "") throw refuse("UNSAFE_HARDLINK", name, "the hard link has no target");
@@ -1005,7 +1012,8 @@ function mknod(
   const args = ["-m", (mode & 0o7777).toString(8), "--", abs];
   if (type === "fifo") args.push("p");
   else args.push(type === "character-device" ? "c" : "b", String(major), String(minor));
-  const r = spawnSync("mknod", args, { encoding: "utf8" });
+  // LC_ALL=C: the "File exists" message is matched below.
+  const r = spawnSync("mknod", args, { encoding: "utf8", env: { ...process.env, LC_ALL: "C" } });
   if (r.error) {
     const code = errnoOf(r.error);
     throw new Error(code === "ENOENT" ? "mknod not found: apt-get install coreutils" : r.error.message);

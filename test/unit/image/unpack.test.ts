@@ -10,18 +10,7 @@ import {
   readlinkSync,
   statSync,
 } from "node:fs";
-import {
-  chmod,
-  chown,
-  link,
-  lutimes,
-  mkdir,
-  mkdtemp,
-  rm,
-  symlink,
-  utimes,
-  writeFile,
-} from "node:fs/promises";
+import { chmod, chown, link, lutimes, mkdir, mkdtemp, symlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -31,6 +20,7 @@ import { gzipSync } from "node:zlib";
 import { pack as tarPack, type Header } from "tar-stream";
 import { ImageFormatError, type ImageFormatReason } from "../../../image/errors.js";
 import {
+  removeTree,
   TarUnpacker,
   UnpackError,
   unpackTar,
@@ -176,7 +166,8 @@ before(async () => {
   await chmod(scratch, 0o755);
 });
 after(async () => {
-  await rm(scratch, { recursive: true, force: true });
+  // removeTree, not rm: as non-root the read-only directories of the trees would block rm.
+  await removeTree(scratch);
 });
 
 describe("unpackTar: a normal tree", () => {
@@ -487,10 +478,14 @@ describe("unpackTar: hostile archives are refused, and nothing is written outsid
   it("refuses hard links to /etc/passwd, ../x, missing files, directories and symlinks", async () => {
     await expectRefused(
       await tarOf([{ name: "pw", type: "link", linkname: "/etc/passwd" }]),
-      "UNSAFE_PATH",
-      "pw",
+      "UNSAFE_HARDLINK",
+      '"/etc/passwd" is absolute',
     );
-    await expectRefused(await tarOf([{ name: "x", type: "link", linkname: "../x" }]), "UNSAFE_PATH", "x");
+    await expectRefused(
+      await tarOf([{ name: "x", type: "link", linkname: "../x" }]),
+      "UNSAFE_HARDLINK",
+      '"../x" has a ".." component',
+    );
     await expectRefused(
       await tarOf([{ name: "h", type: "link", linkname: "nothere" }]),
       "UNSAFE_HARDLINK",
@@ -756,7 +751,7 @@ describe("unpackTarball", () => {
     const produce = (async () => {
       const sink = pack.entry({ name: "huge.bin", size, mode: 0o644 });
       for (let i = 0; i < size; i += block.length) {
-        if (!sink.write(block)) await new Promise((res) => sink.once("drain", res));
+        if (!sink.write(block)) await new Promise<void>((res) => sink.once("drain", () => res()));
       }
       sink.end(undefined);
       pack.finalize();
@@ -785,7 +780,7 @@ describe("unpackTarball", () => {
   });
 
   it("unpacks many small files", async (t) => {
-    const n = 5000;
+    const n = 2000;
     const tar = await tarOf(
       Array.from({ length: n }, (_, i) => ({ name: `d${i % 50}/f${i}`, body: `file ${i}\n` })),
     );
@@ -797,7 +792,7 @@ describe("unpackTarball", () => {
     assert.equal(stats.files, n);
     assert.equal(stats.dirs, 0);
     assert.equal(readdirSync(join(ws.dest, "d7")).length, n / 50);
-    assert.equal(readFileSync(join(ws.dest, "d49/f4999"), "utf8"), "file 4999\n");
+    assert.equal(readFileSync(join(ws.dest, `d49/f${n - 1}`), "utf8"), `file ${n - 1}\n`);
   });
 });
 
