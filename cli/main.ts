@@ -3,6 +3,8 @@ import { Command } from "commander";
 import { registerServe } from "./serve.js";
 import { registerToken } from "./token.js";
 import { registerPush } from "./push.js";
+import { registerRemote } from "./remote.js";
+import { registerPull } from "./pull.js";
 
 /** `lxhub`: one command, both server and client. Each command group lives in its own file. */
 const program = new Command();
@@ -10,6 +12,8 @@ program.name("lxhub").description("simplestreams image server and verifying clie
 registerServe(program);
 registerToken(program);
 registerPush(program);
+registerRemote(program);
+registerPull(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const msg = err instanceof Error ? err.message : String(err);

@@ -1,0 +1,163 @@
+import type { Command } from "commander";
+import { bytes } from "../client/progress.js";
+import {
+  describePullError,
+  lxdRootName,
+  pull,
+  PullProgressLine,
+  type PullFormat,
+  type PullResult,
+} from "../client/pull.js";
+import { resolveTarget, verifyRemote } from "../client/verify.js";
+
+interface TrustFlags {
+  ca?: string;
+  key: string[];
+  signature: boolean;
+}
+
+interface PullFlags extends TrustFlags {
+  arch?: string;
+  vm?: boolean;
+  format: string;
+}
+
+const repeat = (v: string, prev: string[]): string[] => [...prev, v];
+
+/** Aborts on SIGINT/SIGTERM so staging directories are removed; an unfinished download stays resumable. */
+function interruptible(): { signal: AbortSignal; release: () => void } {
+  const ac = new AbortController();
+  const on = (sig: NodeJS.Signals): void =>
+    ac.abort(
+      new Error(`interrupted (${sig}); the unfinished download is kept in the cache and resumes next time`),
+    );
+  process.once("SIGINT", on);
+  process.once("SIGTERM", on);
+  return {
+    signal: ac.signal,
+    release: () => {
+      process.off("SIGINT", on);
+      process.off("SIGTERM", on);
+    },
+  };
+}
+
+/** `lxhub pull` and `lxhub verify` (client/pull.ts, client/verify.ts). */
+export function registerPull(program: Command): void {
+  program
+    .command("pull")
+    .description(
+      "download an image, verify the whole chain, and unpack its root file system (or write the lxd files)",
+    )
+    .argument("<remote>", "a remote name (lxhub remote add) or a URL")
+    .argument("<alias>", "image alias or fingerprint prefix, resolved as LXD does")
+    .argument("<dest>", "destination folder: absent or empty")
+    .option("--arch <arch>", "architecture (default: this machine's)")
+    .option("--vm", "the virtual-machine image instead of the container one")
+    .option("--format <format>", "rootfs (unpacked tree) or lxd (files for lxc image import)", "rootfs")
+    .option("--ca <file>", "PEM certificate to trust for the server")
+    .option("--key <thumbprint>", "signing key to trust, for a URL (repeatable)", repeat, [])
+    .option(
+      "--no-signature",
+      "do not require a signed index (plain simplestreams server); file hashes still checked",
+    )
+    .action(async (source: string, alias: string, dest: string, flags: PullFlags) => {
+      if (flags.format !== "rootfs" && flags.format !== "lxd") {
+        throw new Error(`--format must be rootfs or lxd, not ${flags.format}`);
+      }
+      const { signal, release } = interruptible();
+      const progress = process.stderr.isTTY ? new PullProgressLine(process.stderr) : undefined;
+      let result: PullResult;
+      try {
+        const target = await resolveTarget(source, {
+          caFile: flags.ca,
+          keys: flags.key,
+          noSignature: !flags.signature,
+        });
+        if (target.keys === null) warnUnsigned(target.label);
+        result = await pull({
+          target,
+          alias,
+          dest,
+          arch: flags.arch,
+          vm: flags.vm,
+          format: flags.format as PullFormat,
+          onProgress: progress?.onProgress,
+          signal,
+        });
+      } catch (err) {
+        throw new Error(describePullError(err));
+      } finally {
+        progress?.finish();
+        release();
+      }
+      process.stdout.write(summary(alias, result));
+    });
+
+  program
+    .command("verify")
+    .description(
+      "check a remote's signed index (and with ALIAS, an image's files and fingerprint) without unpacking",
+    )
+    .argument("<remote>", "a remote name (lxhub remote add) or a URL")
+    .argument("[alias]", "also fetch (or read from the cache) and check this image")
+    .option("--arch <arch>", "architecture (default: this machine's)")
+    .option("--vm", "the virtual-machine image instead of the container one")
+    .option("--ca <file>", "PEM certificate to trust for the server")
+    .option("--key <thumbprint>", "signing key to trust, for a URL (repeatable)", repeat, [])
+    .option("--no-signature", "do not require a signed index (plain simplestreams server)")
+    .action(async (source: string, alias: string | undefined, flags: PullFlags) => {
+      const { signal, release } = interruptible();
+      try {
+        const target = await resolveTarget(source, {
+          caFile: flags.ca,
+          keys: flags.key,
+          noSignature: !flags.signature,
+        });
+        if (target.keys === null) warnUnsigned(target.label);
+        const report = await verifyRemote(target, { alias, arch: flags.arch, vm: flags.vm, signal });
+        for (const s of report.steps) {
+          process.stdout.write(`${s.ok ? "ok    " : "FAILED"} ${s.what}: ${s.detail}\n`);
+        }
+        process.stdout.write(
+          report.ok ? `verified ${target.label}${alias ? ` ${alias}` : ""}\n` : "verification failed\n",
+        );
+        if (!report.ok) process.exitCode = 1;
+      } finally {
+        release();
+      }
+    });
+}
+
+function warnUnsigned(label: string): void {
+  process.stderr.write(
+    `lxhub: warning: not checking signatures for ${label}; only file hashes and image fingerprints protect this pull\n`,
+  );
+}
+
+function summary(alias: string, r: PullResult): string {
+  const img = r.image;
+  const what =
+    r.format === "lxd"
+      ? "image files for lxc image import"
+      : r.method === "tar-single-pass"
+        ? "root file system (unpacked while downloading)"
+        : "root file system (unsquashfs)";
+  const downloaded = r.files.reduce((n, f) => n + f.downloaded, 0);
+  const cached = r.files.filter((f) => f.cached).reduce((n, f) => n + f.size, 0);
+  const resumed = r.files.reduce((n, f) => n + f.resumedFrom, 0);
+  const lines = [
+    `pulled ${alias}: ${img.description}`,
+    `  fingerprint: ${r.fingerprint} (${img.rootType})`,
+    `  into ${r.dest}: ${what}`,
+    `  downloaded ${bytes(downloaded)}, from the cache ${bytes(cached)}${resumed ? `, resumed ${bytes(resumed)}` : ""}`,
+    r.statement
+      ? `  verified: statement serial ${r.statement.serial} signed by ${r.statement.kid}, documents, file hashes, fingerprint`
+      : "  verified: file hashes and fingerprint (no signature checked)",
+  ];
+  if (r.format === "lxd") {
+    const files = img.root ? `lxd.tar.xz ${r.dest}/${lxdRootName(img.root.ftype)}` : "image.tar.gz";
+    lines.push(`  import: lxc image import ${r.dest}/${files}`);
+  }
+  return lines.join("\n") + "\n";
+}

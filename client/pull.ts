@@ -1,0 +1,357 @@
+/**
+ * `lxhub pull`: resolve an alias on a remote, fetch the image through the verified chain
+ * (client/verify.ts) and the local cache (client/cache.ts), and put the result at DEST only after
+ * every check passed.
+ *
+ * Formats:
+ *
+ * - `rootfs` (default): the container's root file system, unpacked into DEST.
+ *   - Choice of file: the alias resolves as LXD does (squashfs preferred, simplestreams.md §4.3),
+ *     but when the same version also offers a `root.tar.xz` with the same metadata file, that one
+ *     is taken: a tarball is decompressed and unpacked in the same pass as its download (HTTP
+ *     body → sha256 → cache file and decompressor → `TarUnpacker` staging directory), with no
+ *     temporary copy and no second read, and it is renamed to DEST once the file's sha256 and the
+ *     image fingerprint matched. Its compression (xz, zstd, gzip) is recognised by magic bytes,
+ *     as LXD does. On a cache hit it is unpacked from the cache file the same way.
+ *   - A squashfs-only image is downloaded into the cache (hashing as it goes), verified, then
+ *     unpacked with `unsquashfs` (image/squashfs.ts) into a staging directory beside DEST and
+ *     renamed into place.
+ * - `lxd`: DEST receives the verified metadata file as `lxd.tar.xz` and the root file as
+ *   `rootfs.squashfs`, `rootfs.tar.xz` or `disk.qcow2` (a unified image: `image.tar.gz`), ready for
+ *   `lxc image import DEST/lxd.tar.xz DEST/rootfs.squashfs`.
+ *
+ * DEST must be absent or an empty directory. Staging directories are `<DEST>.lxhub-partial-*`
+ * beside it (one file system, so the final move is one rename) and are removed on any failure,
+ * including an abort through `signal` (the CLI wires SIGINT/SIGTERM to it); an interrupted
+ * download stays in the cache as `<sha256>.part` and is resumed next time.
+ */
+import { chmod, copyFile, constants as fsConstants, mkdtemp } from "node:fs/promises";
+import path from "node:path";
+import type { StreamImage } from "../simplestreams/index.js";
+import {
+  checkDestination,
+  moveIntoPlace,
+  removeTree,
+  TarUnpacker,
+  type UnpackOptions,
+  type UnpackStats,
+} from "../image/unpack.js";
+import { unsquashfs } from "../image/squashfs.js";
+import { BlobCache, VerificationError, type FetchProgress, type FetchResult } from "./cache.js";
+import { bytes } from "./progress.js";
+import type { SerialStore } from "./remotes.js";
+import {
+  fetchImage,
+  fileName,
+  findImage,
+  openStream,
+  tarballSibling,
+  type FetchedImage,
+  type FindImageOptions,
+  type OpenedStream,
+  type RemoteTarget,
+} from "./verify.js";
+
+export { describeError as describePullError } from "./verify.js";
+
+export type PullFormat = "rootfs" | "lxd";
+
+export type PullProgress =
+  ({ phase: "fetch" } & FetchProgress) | { phase: "unsquashfs"; file: string } | { phase: "done" };
+
+export interface PullOptions extends FindImageOptions {
+  target: RemoteTarget;
+  alias: string;
+  dest: string;
+  /** Default `rootfs`. */
+  format?: PullFormat;
+  /** Default `$XDG_CACHE_HOME/lxhub`. */
+  cacheDir?: string;
+  serials?: SerialStore;
+  onProgress?: (p: PullProgress) => void;
+  signal?: AbortSignal;
+  retries?: number;
+  retryBaseMs?: number;
+  /** Limits and ownership rules of the tar unpacker (image/unpack.ts). */
+  unpack?: Omit<UnpackOptions, "onEntry">;
+}
+
+export interface PulledFile {
+  name: string;
+  ftype: string;
+  sha256: string;
+  size: number;
+  /** Bytes received from the network. */
+  downloaded: number;
+  /** Bytes reused from an interrupted earlier download. */
+  resumedFrom: number;
+  cached: boolean;
+}
+
+export interface PullResult {
+  /** The image pulled: the alias' image, or its `root.tar.xz` sibling for `--format rootfs`. */
+  image: StreamImage;
+  /** The image the alias resolved to as LXD would pick it. */
+  resolved: StreamImage;
+  format: PullFormat;
+  /** Absolute. */
+  dest: string;
+  /** How DEST was made. */
+  method: "tar-single-pass" | "unsquashfs" | "files";
+  fingerprint: string;
+  files: PulledFile[];
+  /** Bytes received from the network for image files. */
+  bytesDownloaded: number;
+  /** The statement the documents were checked against; `null` without signature checks. */
+  statement: { kid: string; serial: number } | null;
+  /** Tar unpacks only. */
+  unpacked?: UnpackStats;
+}
+
+/** Name of the root file in a `--format lxd` folder, by ftype. */
+export function lxdRootName(ftype: string): string {
+  if (ftype === "squashfs") return "rootfs.squashfs";
+  if (ftype === "root.tar.xz") return "rootfs.tar.xz";
+  return "disk.qcow2";
+}
+
+function pulledFiles(image: StreamImage, got: FetchedImage): PulledFile[] {
+  const out: PulledFile[] = [];
+  for (const [ref, r] of [
+    [image.meta, got.meta],
+    [image.root, got.root],
+  ] as const) {
+    if (!ref || !r) continue;
+    out.push({
+      name: fileName(ref.path),
+      ftype: ref.ftype,
+      sha256: ref.sha256,
+      size: ref.size,
+      downloaded: r.downloaded,
+      resumedFrom: r.resumedFrom,
+      cached: r.cached,
+    });
+  }
+  return out;
+}
+
+/** Pulls one image; see the module comment. */
+export async function pull(opts: PullOptions): Promise<PullResult> {
+  const format = opts.format ?? "rootfs";
+  if (format !== "rootfs" && format !== "lxd")
+    throw new Error(`unknown format ${String(format)} (rootfs or lxd)`);
+  const dest = path.resolve(opts.dest);
+  // Refused before any download: DEST must be absent or an empty directory.
+  await checkDestination(dest);
+
+  const stream = await openStream(opts.target, {
+    serials: opts.serials,
+    signal: opts.signal,
+    retries: opts.retries,
+    retryBaseMs: opts.retryBaseMs,
+  });
+  try {
+    const found = findImage(stream, opts.alias, opts);
+    const resolved = found.image;
+    let image = resolved;
+    if (format === "rootfs") {
+      if (resolved.type !== "container") {
+        throw new Error(
+          `${opts.alias} is a virtual-machine image: it has no root file system tree; use --format lxd`,
+        );
+      }
+      image = tarballSibling(found.images, resolved) ?? resolved;
+      if (!image.root || (image.rootType !== "squashfs" && image.rootType !== "root.tar.xz")) {
+        throw new Error(
+          `${opts.alias} is a ${image.rootType} image, which --format rootfs cannot unpack; use --format lxd`,
+        );
+      }
+    }
+    const cache = new BlobCache(opts.cacheDir);
+    const ctx: Ctx = { opts, stream, cache, dest, image };
+    // A cached file damaged on disk, or a resumed part that turns out corrupt, costs one retry
+    // from scratch (both were removed); anything else is final.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        let r: Omit<PullResult, "image" | "resolved" | "format" | "dest" | "statement">;
+        if (format === "lxd") r = await pullFiles(ctx);
+        else if (image.rootType === "root.tar.xz") r = await pullTarball(ctx);
+        else r = await pullSquashfs(ctx);
+        opts.onProgress?.({ phase: "done" });
+        const st = stream.statement;
+        return {
+          ...r,
+          image,
+          resolved,
+          format,
+          dest,
+          statement: st ? { kid: st.kid, serial: st.serial } : null,
+        };
+      } catch (err) {
+        const retry =
+          attempt === 0 &&
+          err instanceof VerificationError &&
+          (err.code === "CACHE_CORRUPT" || (err.code === "FILE_MISMATCH" && err.resumed));
+        if (!retry) throw err;
+      }
+    }
+  } finally {
+    stream.close();
+  }
+}
+
+interface Ctx {
+  opts: PullOptions;
+  stream: OpenedStream;
+  cache: BlobCache;
+  dest: string;
+  image: StreamImage;
+}
+
+function fetchOpts(ctx: Ctx) {
+  const { opts } = ctx;
+  return {
+    cache: ctx.cache,
+    signal: opts.signal,
+    retries: opts.retries,
+    retryBaseMs: opts.retryBaseMs,
+    onProgress: opts.onProgress
+      ? (p: FetchProgress) => opts.onProgress?.({ phase: "fetch", ...p })
+      : undefined,
+  };
+}
+
+function downloadedOf(got: FetchedImage): number {
+  return got.meta.downloaded + (got.root?.downloaded ?? 0);
+}
+
+/** Single pass: download → hash → cache and decompress → unpack into staging; commit after the checks. */
+async function pullTarball(ctx: Ctx) {
+  const { image, dest } = ctx;
+  const unpacker = TarUnpacker.beside(dest, { ...ctx.opts.unpack, compression: "auto" });
+  try {
+    const got = await fetchImage(ctx.stream, image, { ...fetchOpts(ctx), rootSink: unpacker.writable() });
+    const sink = unpacker.writable();
+    if (!sink.destroyed) sink.end();
+    let unpacked: UnpackStats;
+    try {
+      unpacked = await unpacker.finish();
+    } catch (err) {
+      // The file is authentic (its hash matched), but the archive itself is refused.
+      if (err instanceof Error && image.root) err.message = `${fileName(image.root.path)}: ${err.message}`;
+      throw err;
+    }
+    await unpacker.commit(dest);
+    return {
+      method: "tar-single-pass" as const,
+      fingerprint: got.fingerprint,
+      files: pulledFiles(image, got),
+      bytesDownloaded: downloadedOf(got),
+      unpacked,
+    };
+  } catch (err) {
+    await unpacker.abort();
+    throw err;
+  }
+}
+
+/** Download and verify into the cache, then `unsquashfs` (image/squashfs.ts) into place. */
+async function pullSquashfs(ctx: Ctx) {
+  const { image, dest } = ctx;
+  const got = await fetchImage(ctx.stream, image, fetchOpts(ctx));
+  const root = got.root as FetchResult;
+  ctx.opts.onProgress?.({ phase: "unsquashfs", file: image.root ? fileName(image.root.path) : "" });
+  const signal = ctx.opts.signal;
+  try {
+    await unsquashfs(root.file, dest, { signal });
+  } catch (err) {
+    if (signal?.aborted) throw signal.reason as Error;
+    throw err;
+  }
+  return {
+    method: "unsquashfs" as const,
+    fingerprint: got.fingerprint,
+    files: pulledFiles(image, got),
+    bytesDownloaded: downloadedOf(got),
+  };
+}
+
+/** `--format lxd`: the verified files, copied from the cache under the names `lxc image import` users expect. */
+async function pullFiles(ctx: Ctx) {
+  const { image, dest } = ctx;
+  const got = await fetchImage(ctx.stream, image, fetchOpts(ctx));
+  const staging = await mkdtemp(`${dest}.lxhub-partial-`);
+  try {
+    const copies: [string, string][] = image.root
+      ? [
+          [got.meta.file, "lxd.tar.xz"],
+          [(got.root as FetchResult).file, lxdRootName(image.root.ftype)],
+        ]
+      : [[got.meta.file, "image.tar.gz"]];
+    for (const [from, name] of copies) {
+      const to = path.join(staging, name);
+      // A clone where the file system can (no extra space), a copy otherwise; never a hard link,
+      // so editing DEST cannot change the cache.
+      await copyFile(from, to, fsConstants.COPYFILE_FICLONE);
+      await chmod(to, 0o644);
+    }
+    await chmod(staging, 0o755);
+    await moveIntoPlace(staging, dest);
+  } catch (err) {
+    await removeTree(staging);
+    throw err;
+  }
+  return {
+    method: "files" as const,
+    fingerprint: got.fingerprint,
+    files: pulledFiles(image, got),
+    bytesDownloaded: downloadedOf(got),
+  };
+}
+
+/**
+ * A one-line progress display for `lxhub pull` on a terminal (stderr), redrawn at most ten
+ * times a second; callers skip it when stderr is not a TTY.
+ */
+export class PullProgressLine {
+  private last = 0;
+  private drawn = false;
+  private started = new Map<string, { at: number; from: number }>();
+
+  constructor(
+    private readonly out: NodeJS.WritableStream,
+    private readonly minIntervalMs = 100,
+  ) {}
+
+  readonly onProgress = (p: PullProgress): void => {
+    if (p.phase === "done") return this.finish();
+    if (p.phase === "unsquashfs") {
+      this.finish();
+      this.out.write(`unpacking ${p.file} with unsquashfs…\n`);
+      return;
+    }
+    const key = `${p.file}\u0000${p.source}`;
+    const now = Date.now();
+    let s = this.started.get(key);
+    if (!s) {
+      s = { at: now, from: p.done };
+      this.started.set(key, s);
+    }
+    const secs = (now - s.at) / 1000;
+    const rate = secs > 0.5 ? `  ${bytes((p.done - s.from) / secs)}/s` : "";
+    const verb = p.source === "network" ? "downloading" : p.source === "part" ? "resuming" : "cached";
+    const pct = p.total > 0 ? Math.floor((p.done / p.total) * 100) : 100;
+    const force = p.done === p.total;
+    if (!force && now - this.last < this.minIntervalMs) return;
+    this.last = now;
+    this.out.write(
+      `\r${verb} ${p.file}  ${String(pct).padStart(3)}%  ${bytes(p.done)} / ${bytes(p.total)}${rate}\x1b[K`,
+    );
+    this.drawn = true;
+  };
+
+  finish(): void {
+    if (this.drawn) this.out.write("\n");
+    this.drawn = false;
+  }
+}
