@@ -1,21 +1,37 @@
 #!/usr/bin/env node
 import { Command } from "commander";
-import { registerServe } from "./serve.js";
-import { registerToken } from "./token.js";
-import { registerPush } from "./push.js";
-import { registerRemote } from "./remote.js";
-import { registerPull } from "./pull.js";
 
-/** `lxhub`: one command, both server and client. Each command group lives in its own file. */
-const program = new Command();
-program.name("lxhub").description("simplestreams image server and verifying client for LXD, Incus and LXC");
-registerServe(program);
-registerToken(program);
-registerPush(program);
-registerRemote(program);
-registerPull(program);
+type Register = (program: Command) => void;
 
-program.parseAsync(process.argv).catch((err: unknown) => {
+/**
+ * Command groups, one file each, loaded on demand: `lxhub serve` does not load the client and
+ * `lxhub pull` does not load the server (each costs memory and start-up time).
+ */
+const GROUPS: Record<string, () => Promise<Register>> = {
+  serve: async () => (await import("./serve.js")).registerServe,
+  token: async () => (await import("./token.js")).registerToken,
+  push: async () => (await import("./push.js")).registerPush,
+  remote: async () => (await import("./remote.js")).registerRemote,
+  pull: async () => (await import("./pull.js")).registerPull,
+  verify: async () => (await import("./pull.js")).registerPull,
+};
+
+async function main(): Promise<void> {
+  const program = new Command();
+  program.name("lxhub").description("simplestreams image server and verifying client for LXD, Incus and LXC");
+  const wanted = GROUPS[process.argv[2] ?? ""];
+  // Help, an unknown command or no command: register every group so commander can list them.
+  const loaders = wanted ? [wanted] : [...new Set(Object.values(GROUPS))];
+  const registered = new Set<Register>();
+  for (const load of loaders) {
+    const register = await load();
+    if (!registered.has(register)) register(program);
+    registered.add(register);
+  }
+  await program.parseAsync(process.argv);
+}
+
+main().catch((err: unknown) => {
   const msg = err instanceof Error ? err.message : String(err);
   process.stderr.write(`lxhub: ${msg}\n`);
   process.exit(1);

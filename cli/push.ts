@@ -80,5 +80,10 @@ function summary(server: string, caFile: string | undefined, r: PushResult): str
   }
   lines.push(`  lxc remote add ${remote} ${url} --protocol=simplestreams`);
   lines.push(`  lxc launch ${remote}:${alias}${r.vm ? " --vm" : ""}`);
+  lines.push("", "or pull and verify it with lxhub:");
+  lines.push(
+    `  lxhub remote add ${remote} ${url} --trust-on-first-use${caFile ? ` --ca ${path.resolve(caFile)}` : ""}`,
+  );
+  lines.push(`  lxhub pull ${remote} ${alias} ./rootfs${r.vm ? " --vm --format lxd" : ""}`);
   return lines.join("\n") + "\n";
 }

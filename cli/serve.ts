@@ -34,7 +34,8 @@ export function registerServe(program: Command): void {
           tlsCert: o.tlsCert,
           tlsKey: o.tlsKey,
         });
-        const log = pino({ base: undefined });
+        // Asynchronous, buffered log writes: a synchronous write per request would cap the read path.
+        const log = pino({ base: undefined }, pino.destination({ sync: false, minLength: 4096 }));
         const s = await startServer(config, log);
         log.info({
           event: "listening",
@@ -43,6 +44,7 @@ export function registerServe(program: Command): void {
           dataDir: config.dataDir,
           certFile: s.tls?.certFile ?? null,
           certFingerprint: s.tls?.fingerprint ?? null,
+          signingKey: s.registry.keyring.active().kid,
           serial: s.registry.index.generation()?.serial,
         });
         if (s.httpsUrl && s.tls) {
@@ -56,6 +58,8 @@ export function registerServe(program: Command): void {
               `add it to lxc (pin the certificate, then add the remote):`,
               `  mkdir -p ~/.config/lxc/servercerts && cp ${s.tls.certFile} ~/.config/lxc/servercerts/lxhub.crt`,
               `  lxc remote add lxhub ${url} --protocol=simplestreams --public`,
+              `index signing key (JWK thumbprint): ${s.registry.keyring.active().kid}`,
+              `  lxhub remote add lxhub ${url} --key ${s.registry.keyring.active().kid} --ca ${s.tls.certFile}`,
               "",
             ].join("\n"),
           );

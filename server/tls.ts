@@ -1,10 +1,7 @@
-import "reflect-metadata"; // @peculiar/x509 needs the Reflect metadata API (tsyringe)
 import { createHash, webcrypto } from "node:crypto";
 import { mkdir, readFile, writeFile, rename } from "node:fs/promises";
 import path from "node:path";
-import * as x509 from "@peculiar/x509";
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
 export interface TlsMaterial {
   cert: string;
@@ -43,6 +40,10 @@ export async function loadOrCreateTls(opts: {
   } catch (err) {
     if (!opts.generate || (err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   }
+  // Loaded only when a certificate must be made: the library and its dependencies cost ~15 MB of RSS.
+  await import("reflect-metadata"); // @peculiar/x509 needs the Reflect metadata API (tsyringe)
+  const x509 = await import("@peculiar/x509");
+  x509.cryptoProvider.set(webcrypto as unknown as Crypto);
   const alg = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
   const keys = (await webcrypto.subtle.generateKey(alg, true, ["sign", "verify"])) as CryptoKeyPair;
   const names = ["localhost", ...(opts.hostnames ?? [])];
