@@ -35,7 +35,7 @@ export function registerServe(program: Command): void {
           tlsKey: o.tlsKey,
         });
         // Asynchronous, buffered log writes: a synchronous write per request would cap the read path.
-        const log = pino({ base: undefined }, pino.destination({ sync: false, minLength: 4096 }));
+        const log = pino({ base: undefined }, pino.destination({ sync: false }));
         const s = await startServer(config, log);
         log.info({
           event: "listening",
