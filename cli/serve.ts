@@ -35,8 +35,9 @@ export function registerServe(program: Command): void {
           tlsKey: o.tlsKey,
         });
         // Asynchronous, buffered log writes: a synchronous write per request would cap the read path.
-        const log = pino({ base: undefined }, pino.destination({ sync: false }));
-        const s = await startServer(config, log);
+        const dest = pino.destination({ sync: false });
+        const log = pino({ base: undefined }, dest);
+        const s = await startServer(config, log, (line) => dest.write(line));
         log.info({
           event: "listening",
           http: s.httpUrl,

@@ -9,6 +9,7 @@ import { createApi } from "./api.js";
 import type { ServerConfig } from "./config.js";
 import { splitHostPort } from "./config.js";
 import { createReadPath } from "./read-path.js";
+import { accessLogger, type LineSink } from "./access-log.js";
 import { loadOrCreateTls, type TlsMaterial } from "./tls.js";
 
 export interface RunningServer {
@@ -42,7 +43,12 @@ function listen(server: net.Server, hostPort: string): Promise<AddressInfo> {
  * (LXD asks for every image file over http:// on the HTTPS port first, simplestreams.md §1.6:
  * it gets the same bytes at once instead of a hanging handshake).
  */
-export async function startServer(config: ServerConfig, log: Logger = pino()): Promise<RunningServer> {
+export async function startServer(
+  config: ServerConfig,
+  log: Logger = pino(),
+  /** Access-log lines (`bytes` counts headers too); default: standard output. */
+  accessSink: LineSink = (line) => process.stdout.write(line),
+): Promise<RunningServer> {
   const registry = await openRegistry(config);
   await registry.index.rebuild();
   const readPath = (certPem: string) =>
@@ -59,21 +65,9 @@ export async function startServer(config: ServerConfig, log: Logger = pino()): P
   }
   const read = readPath(tls?.cert ?? "");
 
+  const logRequest = accessLogger(accessSink);
   const handler: http.RequestListener = (req, res) => {
-    const started = process.hrtime.bigint();
-    const sentBefore = req.socket.bytesWritten;
-    res.on("finish", () => {
-      log.info({
-        event: "request",
-        method: req.method,
-        path: req.url,
-        status: res.statusCode,
-        bytes: req.socket.bytesWritten - sentBefore, // headers included
-        ms: Number(process.hrtime.bigint() - started) / 1e6,
-        ua: req.headers["user-agent"],
-        tls: (req.socket as { encrypted?: boolean }).encrypted === true,
-      });
-    });
+    logRequest(req, res);
     if (!read(req, res)) api(req, res);
   };
   const serverOpts: http.ServerOptions = {

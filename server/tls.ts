@@ -2,7 +2,6 @@ import { createHash, webcrypto } from "node:crypto";
 import { mkdir, readFile, writeFile, rename } from "node:fs/promises";
 import path from "node:path";
 
-
 export interface TlsMaterial {
   cert: string;
   key: string;
