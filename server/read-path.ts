@@ -4,6 +4,7 @@ import type { BlobStore } from "../storage/blobs/store.js";
 import type { IndexService, ServedDocument } from "../registry/indexer.js";
 import { LxhubError } from "../registry/errors.js";
 import { sendError } from "./errors.js";
+import { sendFileRange } from "./send-file.js";
 
 /**
  * The public read path on a plain `node:http` handler ahead of express (decisions.md: express
@@ -171,11 +172,12 @@ async function sendBlob(
     res.end();
     return;
   }
-  const stream = await blobs.read(digest, range ?? undefined);
   try {
-    await pipeline(stream, res);
+    const local = blobs.localPath?.(digest);
+    if (local) await sendFileRange(local, res, range?.start ?? 0, range?.end ?? info.size - 1);
+    else await pipeline(await blobs.read(digest, range ?? undefined), res);
   } catch {
-    // The client went away mid-download; nothing to answer.
+    // The client went away mid-download (or the file could not be read after the headers went out).
     res.destroy();
   }
 }

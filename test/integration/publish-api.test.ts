@@ -158,6 +158,23 @@ describe("publish API against a real server", () => {
     assert.equal(past.status, 416);
   });
 
+  it("survives clients that go away mid-download, and keeps serving whole files", async () => {
+    const bytes = Buffer.alloc(24 * 1024 * 1024, 5);
+    const r = await uploadBlob(s.httpUrl, admin, bytes);
+    assert.equal(r.status, 201, r.text);
+    const url = `${s.httpUrl}/blobs/sha256/${sha256Hex(bytes)}`;
+    for (let i = 0; i < 5; i++) {
+      const ac = new AbortController();
+      const res = await fetch(url, { signal: ac.signal });
+      const reader = res.body!.getReader();
+      await reader.read();
+      ac.abort();
+      await reader.read().catch(() => undefined);
+    }
+    const whole = Buffer.from(await (await fetch(url)).arrayBuffer());
+    assert.equal(sha256Hex(whole), sha256Hex(bytes));
+  });
+
   it("answers plain HTTP on the TLS port at once (LXD's first try for every file)", async () => {
     const plainOnTls = s.httpsUrl.replace("https://", "http://");
     const r = await fetch(`${plainOnTls}/streams/v1/index.json`, { signal: AbortSignal.timeout(5000) });
