@@ -59,7 +59,11 @@ export function createReadPath(deps: { index: IndexService; blobs: BlobStore; ce
  * `…//rootfs.tar.xz`, pitfall 15) and percent-escapes decoded; null when undecodable or when
  * it holds a `..` or `.` segment.
  */
+const PLAIN_PATH_RE = /^\/[A-Za-z0-9_-][A-Za-z0-9_.:-]*(\/[A-Za-z0-9_-][A-Za-z0-9_.:-]*)*$/;
+
 export function normalize(url: string): string | null {
+  // Fast path for the common case (no escapes, no empty, dot or dot-dot segments, no query).
+  if (PLAIN_PATH_RE.test(url)) return url.slice(1);
   const q = url.indexOf("?");
   const raw = q >= 0 ? url.slice(0, q) : url;
   let decoded: string;
