@@ -290,9 +290,12 @@ export async function pushImage(opts: PushOptions): Promise<PushResult> {
       );
       digests.push(digest);
     }
+    // The metadata file goes first; each root file is then uploaded with it as prefix, so the
+    // server computes the image fingerprint while the bytes pass instead of reading them again.
+    const metaDigest = digests[files.findIndex((f) => f.ftype === "lxd.tar.xz")];
     for (const [i, f] of files.entries()) {
       const digest = digests[i] as string;
-      const uploaded = await uploader.ensure(f, digest);
+      const uploaded = await uploader.ensure(f, digest, f.ftype === "lxd.tar.xz" ? undefined : metaDigest);
       pushed.push({ name: f.name, ftype: f.ftype, digest, size: f.size, uploaded });
     }
 
@@ -315,7 +318,7 @@ export async function pushImage(opts: PushOptions): Promise<PushResult> {
         aliases,
         release_title: product.release,
       },
-      // The server reads every file again to compute the fingerprints before it answers.
+      // A server that lost the upload-time fingerprints (restart) reads every file again first.
       { timeoutMs: PUBLISH_TIMEOUT_MS },
     );
     return {
@@ -368,14 +371,14 @@ class BlobUploader {
   }
 
   /** Makes sure the server has the blob; returns false when it already did. */
-  async ensure(file: ImageFile, digest: string): Promise<boolean> {
+  async ensure(file: ImageFile, digest: string, prefix?: string): Promise<boolean> {
     if (await this.exists(digest)) {
       this.bytesSkipped += file.size;
       this.opts.onProgress?.({ phase: "skip", file: file.name, size: file.size });
       await this.state.delete(this.server, digest);
       return false;
     }
-    await this.upload(file, digest);
+    await this.upload(file, digest, prefix);
     return true;
   }
 
@@ -402,8 +405,17 @@ class BlobUploader {
     }
   }
 
-  private async open(file: ImageFile, digest: string): Promise<{ id: string; offset: number }> {
-    const res = await this.http.json<UploadResponse>("POST", "/api/v1/uploads");
+  private async open(
+    file: ImageFile,
+    digest: string,
+    prefix?: string,
+  ): Promise<{ id: string; offset: number }> {
+    const res = await this.http.json<UploadResponse>(
+      "POST",
+      "/api/v1/uploads",
+      undefined,
+      prefix ? { query: { prefix } } : {},
+    );
     const id = res.data?.id;
     if (typeof id !== "string" || !id) throw new Error("the server opened an upload session without an id");
     await this.state.put({
@@ -424,10 +436,10 @@ class BlobUploader {
     return offset;
   }
 
-  private async upload(file: ImageFile, digest: string): Promise<void> {
+  private async upload(file: ImageFile, digest: string, prefix?: string): Promise<void> {
     let session = await this.resume(digest, file.size);
     if (session) this.bytesSkipped += session.offset;
-    else session = await this.open(file, digest);
+    else session = await this.open(file, digest, prefix);
     const report = (done: number) =>
       this.opts.onProgress?.({ phase: "upload", file: file.name, done, total: file.size });
     report(session.offset);
@@ -469,7 +481,7 @@ class BlobUploader {
           // The session expired (or was cancelled) under us: its bytes are gone, start a new one.
           await this.state.delete(this.server, digest);
           if (++restarts > 2) throw err;
-          session = await this.open(file, digest);
+          session = await this.open(file, digest, prefix);
           continue;
         }
         if (!mismatch && !isTransient(err)) throw err;
@@ -487,7 +499,7 @@ class BlobUploader {
         if (!(err instanceof HttpError && err.status === 404)) throw err;
         await this.state.delete(this.server, digest);
         if (++restarts > 2) throw err;
-        session = await this.open(file, digest);
+        session = await this.open(file, digest, prefix);
       }
       report(session.offset);
     }

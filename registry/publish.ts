@@ -341,12 +341,23 @@ export class PublishService {
     }
   }
 
-  /** sha256(meta ‖ root) for every root file: the metadata is hashed once, its state copied per root. */
+  /**
+   * sha256(meta ‖ root) for every root file: taken from what the upload computed when the root
+   * was uploaded with the metadata as prefix; otherwise the metadata is hashed once and its state
+   * copied per root that still needs reading.
+   */
   private async fingerprints(meta: ItemRecord, roots: ItemRecord[]): Promise<Record<string, string>> {
+    const out: Partial<Record<RootFtype, string>> = {};
+    const missing: ItemRecord[] = [];
+    for (const r of roots) {
+      const known = await this.catalog.getCombined(meta.digest, r.digest);
+      if (known) out[r.ftype as RootFtype] = known;
+      else missing.push(r);
+    }
+    if (!missing.length) return out;
     const metaHash = createHash("sha256");
     await pipeline(await this.blobs.read(meta.digest), hashSink(metaHash));
-    const out: Partial<Record<RootFtype, string>> = {};
-    for (const r of roots) {
+    for (const r of missing) {
       const h = metaHash.copy();
       await pipeline(await this.blobs.read(r.digest), hashSink(h));
       out[r.ftype as RootFtype] = h.digest("hex");

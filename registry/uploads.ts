@@ -1,4 +1,5 @@
-import type { Readable } from "node:stream";
+import { createHash, type Hash } from "node:crypto";
+import { Transform, type Readable } from "node:stream";
 import {
   DigestMismatchError,
   TooLargeError,
@@ -23,7 +24,21 @@ export interface UploadView {
  * who opened the session and when it expires. A session untouched for `ttlSeconds` expires
  * and its bytes are dropped by `sweep()`.
  */
+/** Metadata tarballs are small; a larger prefix is not worth hashing ahead (publish computes it). */
+const MAX_PREFIX_BYTES = 64 * 1024 * 1024;
+
+/** sha256(prefix ‖ bytes so far) of a session opened with a prefix blob (a metadata tarball). */
+interface PrefixState {
+  prefix: string;
+  hash: Hash;
+  /** Session bytes fed to `hash`; the state is dropped when this stops matching the session offset. */
+  bytes: number;
+}
+
 export class UploadService {
+  /** In-memory only: after a restart the state is gone and publishing computes the hash itself. */
+  private readonly prefixed = new Map<string, PrefixState>();
+
   constructor(
     private readonly blobs: BlobStore,
     private readonly catalog: Catalog,
@@ -34,8 +49,31 @@ export class UploadService {
     return new Date(Date.now() + this.opts.ttlSeconds * 1000).toISOString();
   }
 
-  async open(actor: string): Promise<UploadView> {
+  /**
+   * Open a session. With `prefix` (the digest of the metadata tarball this file will be published
+   * with), the server also hashes prefix ‖ bytes as they arrive, and records the image
+   * fingerprint at commit: publishing then needs no second read of a large root file.
+   */
+  async open(actor: string, prefix?: string): Promise<UploadView> {
+    let prefixState: PrefixState | null = null;
+    if (prefix !== undefined) {
+      if (!DIGEST_RE.test(prefix)) {
+        throw new LxhubError(
+          "BAD_REQUEST",
+          `prefix must be sha256:<64 lower-case hex>, got ${JSON.stringify(prefix)}`,
+        );
+      }
+      const info = await this.blobs.stat(prefix);
+      if (!info)
+        throw new LxhubError("BLOB_UNKNOWN", `prefix blob ${prefix} was never uploaded`, { digest: prefix });
+      if (info.size <= MAX_PREFIX_BYTES) {
+        const hash = createHash("sha256");
+        for await (const chunk of await this.blobs.read(prefix)) hash.update(chunk as Buffer);
+        prefixState = { prefix, hash, bytes: 0 };
+      }
+    }
     const state = await this.blobs.createUpload();
+    if (prefixState) this.prefixed.set(state.id, prefixState);
     const expiresAt = this.expiry();
     await this.catalog.createUploadSession({
       id: state.id,
@@ -64,8 +102,26 @@ export class UploadService {
   async append(id: string, offset: number, body: Readable): Promise<UploadView> {
     const { state } = await this.live(id);
     const room = this.opts.maxBlobBytes - state.offset;
+    const pre = this.prefixed.get(id);
+    let source: Readable = body;
+    if (pre && pre.bytes === offset) {
+      const tap = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          pre.hash.update(chunk);
+          pre.bytes += chunk.length;
+          cb(null, chunk);
+        },
+      });
+      body.on("error", (err) => tap.destroy(err));
+      source = body.pipe(tap);
+    }
     try {
-      const next = await this.blobs.append(id, offset, body, room);
+      const next = await this.blobs.append(id, offset, source, room).finally(async () => {
+        // Bytes that passed the tap but were not written (a failed append) spoil the hash.
+        if (pre && pre.bytes !== (await this.blobs.uploadState(id).catch(() => null))?.offset) {
+          this.prefixed.delete(id);
+        }
+      });
       const expiresAt = this.expiry();
       await this.catalog.touchUploadSession(id, expiresAt);
       return { id, offset: next.offset, expiresAt };
@@ -87,10 +143,15 @@ export class UploadService {
     try {
       info = await this.blobs.commitUpload(id, digest);
     } catch (err) {
+      this.prefixed.delete(id);
       if (err instanceof DigestMismatchError) await this.catalog.deleteUploadSession(id);
       throw mapStoreError(err);
     }
     await this.catalog.recordBlob(info.digest, info.size);
+    const pre = this.prefixed.get(id);
+    this.prefixed.delete(id);
+    if (pre && pre.bytes === info.size)
+      await this.catalog.recordCombined(pre.prefix, info.digest, pre.hash.digest("hex"));
     await this.catalog.deleteUploadSession(id);
     await this.catalog.audit({
       actor,
@@ -102,6 +163,7 @@ export class UploadService {
   }
 
   async cancel(id: string): Promise<void> {
+    this.prefixed.delete(id);
     await this.blobs.cancelUpload(id);
     await this.catalog.deleteUploadSession(id);
   }

@@ -116,7 +116,8 @@ export function createApi(deps: ApiDeps): express.Express {
   // --- uploads --------------------------------------------------------------------------------
   app.post("/api/v1/uploads", auth, async (req: Authed, res) => {
     authorize(who(req), "push", "*");
-    const u = await deps.uploads.open(who(req).subject);
+    const prefix = typeof req.query.prefix === "string" ? req.query.prefix : undefined;
+    const u = await deps.uploads.open(who(req).subject, prefix);
     const location = `/api/v1/uploads/${u.id}`;
     res
       .status(201)

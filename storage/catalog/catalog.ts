@@ -355,6 +355,21 @@ export class Catalog {
     return row ? { digest: row.digest, size: Number(row.size) } : null;
   }
 
+  /** Remember sha256(meta ‖ root), computed by the server while the root was uploaded. */
+  async recordCombined(metaDigest: string, rootDigest: string, sha256: string): Promise<void> {
+    await this.db("combined_hashes")
+      .insert({ meta_digest: metaDigest, root_digest: rootDigest, sha256 })
+      .onConflict(["meta_digest", "root_digest"])
+      .ignore();
+  }
+
+  async getCombined(metaDigest: string, rootDigest: string): Promise<string | null> {
+    const row = (await this.db("combined_hashes")
+      .where({ meta_digest: metaDigest, root_digest: rootDigest })
+      .first("sha256")) as { sha256: string } | undefined;
+    return row?.sha256 ?? null;
+  }
+
   // --- stream snapshot --------------------------------------------------------------------------
 
   /** Every product with every version (deleted ones flagged) and its items, in one consistent read. */

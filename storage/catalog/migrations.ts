@@ -106,7 +106,23 @@ const initial: Migration = {
   },
 };
 
-const MIGRATIONS: Migration[] = [initial];
+const combinedHashes: Migration = {
+  name: "0002_combined_hashes",
+  async up(knex) {
+    // sha256(meta ‖ root) computed while the root file was uploaded, so publishing need not read it again.
+    await knex.schema.createTable("combined_hashes", (t) => {
+      t.string("meta_digest", 71).notNullable();
+      t.string("root_digest", 71).notNullable();
+      t.string("sha256", 64).notNullable();
+      t.primary(["meta_digest", "root_digest"]);
+    });
+  },
+  async down(knex) {
+    await knex.schema.dropTableIfExists("combined_hashes");
+  },
+};
+
+const MIGRATIONS: Migration[] = [initial, combinedHashes];
 
 /** knex migration source over the steps above (no files on disk to go missing). */
 export const migrationSource: Knex.MigrationSource<Migration> = {

@@ -365,6 +365,46 @@ describe("publish API against a real server", () => {
     assert.equal(head.status, 200);
   });
 
+  it("computes the fingerprint while a root file is uploaded with the metadata as prefix, across a resume", async () => {
+    const img = await buildBusyboxImage(path.join(work, "v3"), { serial: "20240301_0000", marker: "three" });
+    const meta = await readFile(img.files["lxd.tar.xz"]!);
+    const root = await readFile(img.files["rootfs.squashfs"]!);
+    const metaDigest = await uploadFile(s.httpUrl, admin, img.files["lxd.tar.xz"]!);
+    const open = await api(s.httpUrl, "POST", `/api/v1/uploads?prefix=${metaDigest}`, { token: admin });
+    assert.equal(open.status, 201, open.text);
+    const location = String(open.json?.location);
+    await truncatedPatch(s.httpUrl, admin, location, root, 300 * 1024);
+    const offset = Number((await api(s.httpUrl, "GET", location, { token: admin })).json?.offset);
+    const rest = await api(s.httpUrl, "PATCH", location, {
+      token: admin,
+      body: root.subarray(offset),
+      headers: { "content-range": `bytes ${offset}-${root.length - 1}/${root.length}` },
+    });
+    assert.equal(rest.status, 202, rest.text);
+    const commit = await api(s.httpUrl, "PUT", `${location}?digest=${digestOf(root)}`, { token: admin });
+    assert.equal(commit.status, 201, commit.text);
+    const expected = sha256Hex(Buffer.concat([meta, root]));
+    const db = new Database(path.join(s.dataDir, "catalog.sqlite"), { readonly: true });
+    const row = db
+      .prepare("select sha256 from combined_hashes where meta_digest = ? and root_digest = ?")
+      .get(metaDigest, digestOf(root)) as { sha256: string } | undefined;
+    db.close();
+    assert.equal(row?.sha256, expected, "recorded at commit");
+    const body = JSON.stringify({
+      files: [
+        { name: "lxd.tar.xz", ftype: "lxd.tar.xz", digest: metaDigest },
+        { name: "rootfs.squashfs", ftype: "squashfs", digest: digestOf(root) },
+      ],
+    });
+    const pub = await api(s.httpUrl, "PUT", versionPath(product, "20240301_0000"), { token: admin, body });
+    assert.equal(pub.status, 201, pub.text);
+    assert.equal((pub.json?.fingerprints as Record<string, string>).squashfs, expected);
+    const bad = await api(s.httpUrl, "POST", `/api/v1/uploads?prefix=${digestOf(Buffer.from("nope"))}`, {
+      token: admin,
+    });
+    assert.equal(errorCode(bad), "BLOB_UNKNOWN");
+  });
+
   it("deleting a version drops it from the documents but keeps its files downloadable", async () => {
     const body = JSON.stringify({ files: files(d2) });
     const pub = await api(s.httpUrl, "PUT", versionPath(product, "20240201_0000"), { token: admin, body });
