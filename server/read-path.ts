@@ -93,25 +93,48 @@ function etagMatches(header: string | undefined, etag: string): boolean {
   return header.split(",").some((t) => t.trim() === etag || t.trim() === "*");
 }
 
+/** Response headers of a document, as flat arrays built once per document (not per request). */
+interface DocumentHeaders {
+  plain: string[];
+  gzip: string[];
+  notModified: string[];
+}
+const headerCache = new WeakMap<ServedDocument, DocumentHeaders>();
+
+function documentHeaders(doc: ServedDocument): DocumentHeaders {
+  let h = headerCache.get(doc);
+  if (!h) {
+    const common = [
+      "content-type",
+      doc.contentType,
+      "etag",
+      doc.etag,
+      "vary",
+      "Accept-Encoding",
+      // Documents change with each publish: caches must revalidate (the ETag makes that cheap).
+      "cache-control",
+      "no-cache",
+    ];
+    h = {
+      plain: [...common, "content-length", String(doc.body.length)],
+      gzip: [...common, "content-encoding", "gzip", "content-length", String(doc.gzip.length)],
+      notModified: common,
+    };
+    headerCache.set(doc, h);
+  }
+  return h;
+}
+
 function sendDocument(req: IncomingMessage, res: ServerResponse, doc: ServedDocument): void {
-  const headers: Record<string, string | number> = {
-    "content-type": doc.contentType,
-    etag: doc.etag,
-    vary: "Accept-Encoding",
-    // Documents change with each publish: caches must revalidate (the ETag makes that cheap).
-    "cache-control": "no-cache",
-  };
+  const headers = documentHeaders(doc);
   if (etagMatches(req.headers["if-none-match"], doc.etag)) {
-    res.writeHead(304, headers);
+    res.writeHead(304, headers.notModified);
     res.end();
     return;
   }
   const gzip = acceptsGzip(req);
-  const body = gzip ? doc.gzip : doc.body;
-  if (gzip) headers["content-encoding"] = "gzip";
-  headers["content-length"] = body.length;
-  res.writeHead(200, headers);
-  res.end(req.method === "HEAD" ? undefined : body);
+  res.writeHead(200, gzip ? headers.gzip : headers.plain);
+  res.end(req.method === "HEAD" ? undefined : gzip ? doc.gzip : doc.body);
 }
 
 /** Parse a single `bytes=` range against a size; null = serve whole, "unsatisfiable" = 416. */
