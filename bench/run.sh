@@ -16,12 +16,15 @@
 #      then `lxhub push` end to end, when dist/cli/push.js exists and works;
 #   6. peak RSS of a freshly started lxhub while 16 curl clients download the big file and one
 #      client pushes another one;
-#   7. a Markdown table of the results on stdout and in bench/results/latest.md.
+#   7. a Markdown table of the results on stdout and in bench/results/latest.md (only for a run
+#      with the default knobs below; other runs write bench/results/tmp/trial.md).
 #
 # Knobs (environment): BENCH_MIB (size of the big files, default 1024), BENCH_RUNS (default 3),
 # BENCH_WRK_SECONDS (default 10), BENCH_CLIENTS (concurrent downloads in step 6, default 16),
-# BENCH_KEEP=1 keeps the temp folder. Needs: node, curl, nginx, wrk, openssl, xz, tar, split, dd.
-# Units: MB = 10^6 bytes.
+# BENCH_KEEP=1 keeps the temp folder. Needs: node, curl, nginx, wrk, openssl, xz, tar, coreutils,
+# cmp, findmnt (fincore, when present, reports what was in the page cache). The server runs through
+# dist/cli/main.js's shebang, as the installed command does. Units: MB = 10^6 bytes. Results and
+# their limits are discussed in docs/performance.md.
 set -euo pipefail
 umask 022
 export LC_ALL=C
@@ -42,10 +45,20 @@ die() {
 }
 say() { echo "bench: $*" >&2; }
 
-for tool in node curl nginx wrk openssl xz tar split dd sha256sum awk; do
-  command -v "$tool" >/dev/null || die "'$tool' is not installed (Debian: apt-get install -y nginx-light wrk curl openssl xz-utils coreutils)"
+for tool in node curl nginx wrk openssl xz tar split dd sha256sum cmp findmnt awk; do
+  command -v "$tool" >/dev/null || die "'$tool' is not installed (Debian: apt-get install -y nginx-light wrk curl openssl xz-utils coreutils diffutils util-linux)"
 done
 [[ -f "$CLI" ]] || die "$CLI is missing: run 'npm run build' first (or 'npm run bench')"
+# Run the command as users do, through its shebang: it carries V8 flags (a smaller young generation)
+# that `node dist/cli/main.js` would drop.
+if [[ -x "$CLI" ]]; then
+  LXHUB=("$CLI")
+  LXHUB_HOW="the lxhub command (shebang flags: $(head -n1 "$CLI" | sed 's/^#!//'))"
+else
+  LXHUB=(node "$CLI")
+  LXHUB_HOW="node dist/cli/main.js (NOT executable, so without its shebang's flags: run 'npm run build')"
+  echo "bench: warning: $CLI is not executable; running it with plain node, without its shebang's flags" >&2
+fi
 [[ "$MIB" =~ ^[0-9]+$ && "$MIB" -ge 1 ]] || die "BENCH_MIB must be a positive integer"
 [[ "$RUNS" =~ ^[0-9]+$ && "$RUNS" -ge 1 ]] || die "BENCH_RUNS must be a positive integer"
 
@@ -79,7 +92,7 @@ cleanup() {
   stop_pid "$NGINX_PID" QUIT
   stop_pid "$LXHUB_PID" TERM
   if [[ $rc -ne 0 ]]; then
-    say "FAILED (exit $rc); logs:"
+    say "FAILED (exit $rc); BENCH_KEEP=1 keeps the temp folder for a look. Logs:"
     for f in "$RUN"/*.log "$RUN"/*.err "$RUN"/nginx/logs/error.log; do
       [[ -s "$f" ]] && { echo "--- $f (last lines)" >&2; tail -n 15 "$f" >&2; }
     done
@@ -129,22 +142,22 @@ wait_port() { # url seconds
 DATA="$RUN/data"
 HTTP=""
 SERVER_N=0
+# Explicit free ports and /readyz polling, not the "listening" log line: stdout may be buffered.
 start_lxhub() {
   SERVER_N=$((SERVER_N + 1))
-  local log="$RUN/lxhub-$SERVER_N.log" i
-  node "$CLI" serve --data "$DATA" --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 >"$log" 2>"$RUN/lxhub-$SERVER_N.err" &
+  local log="$RUN/lxhub-$SERVER_N.log" err="$RUN/lxhub-$SERVER_N.err" port tls_port i
+  port=$(free_port)
+  tls_port=$(free_port)
+  while [[ "$tls_port" == "$port" ]]; do tls_port=$(free_port); done
+  "${LXHUB[@]}" serve --data "$DATA" --listen "127.0.0.1:$port" --tls-listen "127.0.0.1:$tls_port" >"$log" 2>"$err" &
   LXHUB_PID=$!
+  HTTP="http://127.0.0.1:$port"
   for ((i = 0; i < 300; i++)); do
-    if grep -q '"event":"listening"' "$log" 2>/dev/null; then
-      HTTP=$(grep -m1 '"event":"listening"' "$log" | sed -E 's/.*"http":"([^"]+)".*/\1/')
-      [[ "$HTTP" == http://127.0.0.1:* ]] || die "cannot read the http URL from: $(grep -m1 listening "$log")"
-      wait_port "$HTTP/healthz" 10 || die "lxhub at $HTTP does not answer /healthz"
-      return 0
-    fi
-    kill -0 "$LXHUB_PID" 2>/dev/null || die "lxhub serve exited at start-up: $(tail -n 5 "$RUN/lxhub-$SERVER_N.err" "$log")"
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' "$HTTP/readyz")" == 200 ]] && return 0
+    kill -0 "$LXHUB_PID" 2>/dev/null || die "lxhub serve exited at start-up: $(tail -n 5 "$err" "$log")"
     sleep 0.1
   done
-  die "lxhub serve did not report 'listening' within 30 s"
+  die "lxhub serve at $HTTP was not ready (GET /readyz → 200) within 30 s"
 }
 proc_kb() { # field of the running server's /proc status, in kB
   local v
@@ -234,12 +247,15 @@ WRK_V=$({ wrk -v 2>&1 || true; } | awk 'NR == 1 { print $2 }') # wrk -v exits wi
 CURL_V=$(curl --version | awk 'NR == 1 { print $2 }')
 OPENSSL_V=$(openssl version | awk '{ print $2 }')
 DISK=$(findmnt -no SOURCE,FSTYPE -T "$RUN" 2>/dev/null | tr -s ' ' || echo "?")
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
 say "$DATE, $CPUS CPUs ($CPU_MODEL), $MEM_GIB GiB, node $NODE_V, $NGINX_V; temp folder $RUN"
+awk -v l="${LOAD_START%% *}" -v n="$CPUS" 'BEGIN { exit !(l > n / 2) }' &&
+  say "warning: load average $LOAD_START before the start: other processes use the CPUs, figures will be noisy"
 
 # --- 1. big file into lxhub -----------------------------------------------------------------------
 say "1/6 making a $MIB MiB random file and publishing it"
-TOKEN=$(node "$CLI" token create --data "$DATA" --scope admin 2>"$RUN/token.err") || die "token create failed: $(cat "$RUN/token.err")"
+TOKEN=$("${LXHUB[@]}" token create --data "$DATA" --scope admin 2>"$RUN/token.err") || die "token create failed: $(cat "$RUN/token.err")"
 start_lxhub
 BIG="$RUN/big.bin"
 random_file "$BIG"
@@ -276,6 +292,7 @@ for product in debian/bookworm debian/trixie ubuntu/jammy ubuntu/noble alpine/3.
   done
 done
 VERSIONS=$((n + 1))
+PRODUCTS=$((n / 2))
 
 # --- 2. nginx -------------------------------------------------------------------------------------
 say "2/6 starting nginx (one worker, sendfile)"
@@ -316,6 +333,7 @@ DL_L_MED=$(median "${DL_L[@]}")
 DL_N_MED=$(median "${DL_N[@]}")
 DL_RATIO=$(ratio "$DL_L_MED" "$DL_N_MED")
 mb() { awk -v v="$1" 'BEGIN { printf "%.0f", v / 1e6 }'; }
+mb_list() { local v out=(); for v in "$@"; do out+=("$(mb "$v")"); done; echo "${out[*]}"; }
 say "   lxhub $(mb "$DL_L_MED") MB/s, nginx $(mb "$DL_N_MED") MB/s, ratio $DL_RATIO"
 
 # --- 4. images.json under wrk ---------------------------------------------------------------------
@@ -324,7 +342,9 @@ wrk_run() { # url label → "rps p99_ms"
   local out rps p99
   out=$(wrk -t2 -c64 -d"${WRK_SECONDS}s" --latency "$1")
   printf '%s\n' "$out" >"$RUN/wrk-$2.txt"
-  if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then die "wrk against $1 saw errors: $(grep -E 'Non-2xx|Socket errors' <<<"$out")"; fi
+  if grep -q 'Non-2xx' <<<"$out"; then die "wrk against $1: $(grep 'Non-2xx' <<<"$out")"; fi
+  # Timeouts (wrk gives up after 2 s) are worth knowing but do not void the run.
+  if grep -q 'Socket errors' <<<"$out"; then echo "$2: $(grep 'Socket errors' <<<"$out" | tr -s ' ')" >>"$RUN/wrk-errors.txt"; fi
   rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
   p99=$(awk '$1 == "99%" { v = $2; if (v ~ /us$/) m = v / 1000; else if (v ~ /ms$/) m = v + 0; else if (v ~ /s$/) m = v * 1000; printf "%.2f", m }' <<<"$out")
   [[ -n "$rps" && -n "$p99" ]] || die "cannot read wrk output for $1 (see $RUN/wrk-$2.txt)"
@@ -384,6 +404,8 @@ say "   API push $PUSH_MED MB/s, openssl sha256 $SHA_MED MB/s (ratio $PUSH_RATIO
 # reads the file again for the image fingerprint), when the command exists and works.
 CLI_PUSH="not measured: dist/cli/push.js is missing"
 CLI_PUSH_MBPS=""
+CLI_PUSH_SPLIT=""
+CLI_PUSH_NS=""
 if [[ -f "$ROOT/dist/cli/push.js" ]]; then
   d="$RUN/cli-push"
   make_meta "$d" debian trixie default "$(date -d 2025-02-01 +%s)"
@@ -391,10 +413,11 @@ if [[ -f "$ROOT/dist/cli/push.js" ]]; then
   random_file "$d/rootfs.squashfs"
   rm -rf "$d/rootfs.squashfs.parts"
   t0=$(now_ns)
-  if node "$CLI" push "$HTTP" "$d" --token "$TOKEN" --version 20250201_0000 >"$RUN/cli-push.log" 2>"$RUN/cli-push.err"; then
+  if "${LXHUB[@]}" push "$HTTP" "$d" --token "$TOKEN" --version 20250201_0000 >"$RUN/cli-push.log" 2>"$RUN/cli-push.err"; then
     t1=$(now_ns)
     CLI_PUSH_MBPS=$(mbps "$SIZE" $((t1 - t0)))
     CLI_PUSH="$CLI_PUSH_MBPS MB/s"
+    CLI_PUSH_NS=$((t1 - t0))
     say "   lxhub push $CLI_PUSH"
   else
     CLI_PUSH="not measured: lxhub push failed ($(tail -n 1 "$RUN/cli-push.err" | tr '|' '/'))"
@@ -404,10 +427,23 @@ if [[ -f "$ROOT/dist/cli/push.js" ]]; then
 fi
 
 HWM_1=$(proc_kb VmHWM)
+stop_lxhub # also flushes its request log, read here
+if [[ -n "$CLI_PUSH_NS" ]]; then
+  # Where the time went, from the server's request log: uploads (PATCH + commit), publish (PUT
+  # version: metadata check, fingerprint over every byte, index rebuild); the rest is the client.
+  CLI_PUSH_SPLIT=$(grep '"ua":"lxhub-push"' "$RUN/lxhub-$SERVER_N.log" | node -e '
+    const lines = require("fs").readFileSync(0, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
+    const sum = (f) => lines.filter(f).reduce((n, l) => n + l.ms, 0) / 1000;
+    const up = sum((l) => l.path.startsWith("/api/v1/uploads"));
+    const pub = sum((l) => l.method === "PUT" && l.path.startsWith("/api/v1/products/"));
+    const total = Number(process.argv[1]) / 1e9;
+    console.log(`${total.toFixed(1)} s in all: uploads ${up.toFixed(1)} s, publish ${pub.toFixed(1)} s, client-side hashing and the rest ${(total - up - pub).toFixed(1)} s`);
+  ' "$CLI_PUSH_NS") || CLI_PUSH_SPLIT="(no breakdown: cannot read the server log)"
+  say "   lxhub push: $CLI_PUSH_SPLIT"
+fi
 
 # --- 6. peak RSS under load -----------------------------------------------------------------------
 say "6/6 peak RSS of a fresh lxhub: $CLIENTS downloads + 1 push of $MIB MiB at once"
-stop_lxhub
 start_lxhub
 BIG_URL="$HTTP/$BIG_PATH"
 f="$RUN/load-push.bin"
@@ -418,7 +454,9 @@ RSS_IDLE=$(proc_kb VmRSS)
 HWM_IDLE=$(proc_kb VmHWM)
 (
   while :; do
-    while read -r key value _; do [[ "$key" == VmRSS: ]] && echo "$value"; done <"/proc/$LXHUB_PID/status" || exit 0
+    while read -r key value _; do
+      if [[ "$key" == VmRSS: ]]; then echo "$value"; fi
+    done <"/proc/$LXHUB_PID/status" || exit 0
     sleep 0.1
   done
 ) >"$RUN/rss.txt" 2>/dev/null &
@@ -448,7 +486,13 @@ say "   VmHWM $(kb_mb "$HWM_2") MB (sampled max $(kb_mb "$RSS_SAMPLED") MB, idle
 stop_lxhub
 
 # --- 7. results -----------------------------------------------------------------------------------
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+# Only a run with the default settings replaces the recorded results; a trial run with other knobs
+# writes its table to the git-ignored scratch folder.
 RESULT="$BENCH_DIR/results/latest.md"
+if [[ "$MIB/$RUNS/$WRK_SECONDS/$CLIENTS" != 1024/3/10/16 ]]; then
+  RESULT="$BENCH_DIR/results/tmp/trial.md"
+fi
 GIB_LABEL="$MIB MiB"
 [[ "$MIB" == 1024 ]] && GIB_LABEL="1 GiB"
 {
@@ -456,7 +500,9 @@ GIB_LABEL="$MIB MiB"
   echo
   echo "Machine: $CPUS CPUs ($CPU_MODEL), $MEM_GIB GiB RAM, kernel $KERNEL, disk $DISK; node $NODE_V,"
   echo "$NGINX_V (1 worker, sendfile), wrk $WRK_V, curl $CURL_V, OpenSSL $OPENSSL_V. lxhub commit $COMMIT"
-  echo "(plus uncommitted changes, if any). Command: \`npm run bench\`. MB = 10^6 bytes; medians of $RUNS runs."
+  echo "(plus uncommitted changes, if any). Load average (1, 5, 15 min) $LOAD_START at the start, $LOAD_END at the end."
+  echo "Server started as $LXHUB_HOW."
+  echo "Command: \`npm run bench\`. MB = 10^6 bytes; medians of $RUNS runs."
   echo
   echo "| measurement | lxhub | baseline | ratio | goal | met |"
   echo "|---|---|---|---|---|---|"
@@ -473,15 +519,18 @@ GIB_LABEL="$MIB MiB"
   echo
   echo "Details:"
   echo
-  echo "- downloads, MB/s per run: lxhub $(for v in "${DL_L[@]}"; do printf '%s ' "$(mb "$v")"; done)/ nginx $(for v in "${DL_N[@]}"; do printf '%s ' "$(mb "$v")"; done)"
+  echo "- downloads, MB/s per run: lxhub $(mb_list "${DL_L[@]}") / nginx $(mb_list "${DL_N[@]}")"
   echo "- images.json req/s per run: lxhub ${RPS_L[*]} / nginx ${RPS_N[*]}; p99 ms: lxhub ${P99_L[*]} / nginx ${P99_N[*]}"
-  echo "- images.json: $DOC_BYTES bytes, $VERSIONS versions of 10 products (served without gzip: wrk sends no Accept-Encoding)"
+  echo "- images.json: $DOC_BYTES bytes, $VERSIONS versions of $PRODUCTS products (served without gzip: wrk sends no Accept-Encoding)"
+  if [[ -s "$RUN/wrk-errors.txt" ]]; then echo "- wrk socket errors: $(paste -sd';' "$RUN/wrk-errors.txt")"; fi
   echo "- push MB/s per run: API ${PUSH[*]} / openssl ${SHA[*]} / dd conv=fsync ${DDW[*]}"
   echo "- page cache: the served blob was ${CACHED_BIG} resident before the downloads; each push file ${CACHED_PUSH} before its runs"
   echo "- step 6: RSS $(kb_mb "$RSS_IDLE") MB idle 1 s after start (VmHWM then $(kb_mb "$HWM_IDLE") MB), sampled max $(kb_mb "$RSS_SAMPLED") MB (every 100 ms), VmHWM $(kb_mb "$HWM_2") MB;"
   echo "  $CLIENTS downloads together $LOAD_DL MB/s, the concurrent push $LOAD_PUSH MB/s"
+  if [[ -n "$CLI_PUSH_SPLIT" ]]; then echo "- \`lxhub push\`: $CLI_PUSH_SPLIT"; fi
   echo "- VmHWM of the first server after steps 1–5 (publishing, downloads, wrk, pushes): $(kb_mb "$HWM_1") MB"
 } >"$RESULT.new"
 mv "$RESULT.new" "$RESULT"
 echo
 cat "$RESULT"
+say "results written to $RESULT"
