@@ -470,3 +470,17 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener("abort", onAbort, { once: true });
   });
 }
+
+/**
+ * A plain-words message for a failure to reach a server: refused connection, or a certificate
+ * that is not trusted (with the flag that pins one); null for anything else.
+ */
+export function describeConnectionError(err: unknown): string | null {
+  if (!(err instanceof Error)) return null;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === "ECONNREFUSED") return `cannot connect to the server (${err.message})`;
+  if (code && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code)) {
+    return `TLS: the server's certificate is not trusted (${code}: ${err.message}); pin it with --ca FILE`;
+  }
+  return null;
+}

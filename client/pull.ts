@@ -38,7 +38,7 @@ import {
 } from "../image/unpack.js";
 import { unsquashfs } from "../image/squashfs.js";
 import { BlobCache, VerificationError, type FetchProgress, type FetchResult } from "./cache.js";
-import { bytes } from "./progress.js";
+import { fraction, StatusLine } from "./progress.js";
 import type { SerialStore } from "./remotes.js";
 import {
   fetchImage,
@@ -313,45 +313,15 @@ async function pullFiles(ctx: Ctx) {
  * A one-line progress display for `lxhub pull` on a terminal (stderr), redrawn at most ten
  * times a second; callers skip it when stderr is not a TTY.
  */
-export class PullProgressLine {
-  private last = 0;
-  private drawn = false;
-  private started = new Map<string, { at: number; from: number }>();
-
-  constructor(
-    private readonly out: NodeJS.WritableStream,
-    private readonly minIntervalMs = 100,
-  ) {}
-
+export class PullProgressLine extends StatusLine {
   readonly onProgress = (p: PullProgress): void => {
     if (p.phase === "done") return this.finish();
     if (p.phase === "unsquashfs") {
-      this.finish();
-      this.out.write(`unpacking ${p.file} with unsquashfs…\n`);
+      this.line(`unpacking ${p.file} with unsquashfs…`);
       return;
     }
-    const key = `${p.file}\u0000${p.source}`;
-    const now = Date.now();
-    let s = this.started.get(key);
-    if (!s) {
-      s = { at: now, from: p.done };
-      this.started.set(key, s);
-    }
-    const secs = (now - s.at) / 1000;
-    const rate = secs > 0.5 ? `  ${bytes((p.done - s.from) / secs)}/s` : "";
     const verb = p.source === "network" ? "downloading" : p.source === "part" ? "resuming" : "cached";
-    const pct = p.total > 0 ? Math.floor((p.done / p.total) * 100) : 100;
-    const force = p.done === p.total;
-    if (!force && now - this.last < this.minIntervalMs) return;
-    this.last = now;
-    this.out.write(
-      `\r${verb} ${p.file}  ${String(pct).padStart(3)}%  ${bytes(p.done)} / ${bytes(p.total)}${rate}\x1b[K`,
-    );
-    this.drawn = true;
+    const rate = this.rate(`${p.file}\u0000${p.source}`, p.done);
+    this.draw(`${verb} ${p.file}  ${fraction(p.done, p.total)}${rate}`, p.done === p.total);
   };
-
-  finish(): void {
-    if (this.drawn) this.out.write("\n");
-    this.drawn = false;
-  }
 }

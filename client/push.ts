@@ -7,7 +7,7 @@ import { readImageMetadata } from "../image/metadata.js";
 import { distroArch } from "../simplestreams/arch.js";
 import type { ImageMetadata, PublishableFtype } from "../simplestreams/types.js";
 import { isValidVersionKey, versionFromDate } from "../simplestreams/version.js";
-import { HttpClient, HttpError, encodePath, isTransient } from "./http.js";
+import { HttpClient, HttpError, describeConnectionError, encodePath, isTransient } from "./http.js";
 
 /**
  * `lxhub push`: publish a distrobuilder output folder to an lxhub server through its publish API
@@ -554,13 +554,5 @@ export function describePushError(err: unknown): string {
     if (err.status === 403) return `the token is not allowed to push this image${says}`;
     return `${err.request ?? "request"} failed: ${err.status} ${err.code}: ${err.message}`;
   }
-  if (err instanceof Error) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ECONNREFUSED") return `cannot connect to the server (${err.message})`;
-    if (code && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code)) {
-      return `TLS: the server's certificate is not trusted (${code}: ${err.message}); pin it with --ca FILE`;
-    }
-    return err.message;
-  }
-  return String(err);
+  return describeConnectionError(err) ?? (err instanceof Error ? err.message : String(err));
 }

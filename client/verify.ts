@@ -50,7 +50,7 @@ import {
   type FetchProgress,
   type FetchResult,
 } from "./cache.js";
-import { HttpClient, HttpError } from "./http.js";
+import { HttpClient, HttpError, describeConnectionError } from "./http.js";
 import {
   isUrl,
   keysForThumbprints,
@@ -525,13 +525,5 @@ export function describeError(err: unknown): string {
     const says = err.code.startsWith("HTTP_") ? err.message : `${err.code}: ${err.message}`;
     return `${err.request ?? "request"} failed: ${says}`;
   }
-  if (err instanceof Error) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ECONNREFUSED") return `cannot connect to the server (${err.message})`;
-    if (code && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code)) {
-      return `TLS: the server's certificate is not trusted (${code}: ${err.message}); pin it with --ca FILE`;
-    }
-    return err.message;
-  }
-  return String(err);
+  return describeConnectionError(err) ?? (err instanceof Error ? err.message : String(err));
 }
