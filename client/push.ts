@@ -26,7 +26,13 @@ const ROOT_FILES: ReadonlyArray<readonly [string, PublishableFtype]> = [
 const VM_FTYPES: ReadonlySet<string> = new Set(["disk-kvm.img", "disk1.img", "uefi1.img"]);
 
 const MiB = 1024 * 1024;
-const DEFAULT_CHUNK = 32 * MiB;
+/**
+ * Bytes per PATCH. The server fsyncs at the end of each, and the client waits for that answer
+ * before the next chunk, so fewer, larger chunks overlap network and disk better (1 GiB on
+ * loopback: 4.56 s with 32 MiB chunks, 4.09 s with 256 MiB). A dropped chunk is not resent whole:
+ * the client asks the server's offset and goes on from there.
+ */
+const DEFAULT_CHUNK = 256 * MiB;
 const PUBLISH_TIMEOUT_MS = 15 * 60 * 1000;
 
 export interface ImageFile {
@@ -68,7 +74,7 @@ export interface PushOptions {
   onProgress?: (p: PushProgress) => void;
   /** Where open upload sessions are remembered; default `$XDG_CACHE_HOME/lxhub/uploads`. */
   stateDir?: string;
-  /** Bytes per PATCH; default 32 MiB. */
+  /** Bytes per PATCH; default 256 MiB. */
   chunkSize?: number;
   /** Retries of a transient failure (also: attempts to resume a chunk without progress); default 4. */
   retries?: number;
