@@ -214,7 +214,24 @@ interface DirMeta {
   mode: number;
   uid?: number;
   gid?: number;
-  mtime?: Date;
+  mtime?: Date | number;
+}
+
+/**
+ * An entry's mtime: the pax `mtime` record when there is one (it carries the fraction of a
+ * second GNU tar writes and restores), else the header's whole seconds. Seconds as a number
+ * keep about a microsecond of precision at today's dates.
+ */
+function entryMtime(
+  header: Header,
+  pax: Record<string, string> | null | undefined,
+): Date | number | undefined {
+  const text = pax?.mtime;
+  if (text !== undefined && /^-?\d+(\.\d+)?$/.test(text)) {
+    const seconds = Number(text);
+    if (Number.isFinite(seconds)) return seconds;
+  }
+  return header.mtime;
 }
 
 /**
@@ -424,6 +441,9 @@ export class TarUnpacker {
   readonly #maxBytes: number;
   readonly #maxEntries: number;
   readonly #preserve: boolean;
+  /** Owner a newly created file gets without any chown (see the constructor). */
+  readonly #ownUid: number;
+  readonly #ownGid: number;
   readonly #specialBits: number;
   readonly #createSpecial: boolean;
   readonly #onEntry: ((entry: UnpackedEntry) => void) | undefined;
@@ -486,6 +506,11 @@ export class TarUnpacker {
       chmodSync(this.staging, 0o700);
     }
     this.#tree = new Tree(this.staging);
+    // New files belong to this process's user and group, or to the staging folder's group when
+    // it inherited the setgid bit (then every folder made inside it carries the bit too).
+    const root = lstatSync(this.staging);
+    this.#ownUid = process.geteuid?.() ?? -1;
+    this.#ownGid = root.mode & 0o2000 ? root.gid : (process.getegid?.() ?? -1);
     this.#maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
     this.#maxEntries = opts.maxEntries ?? DEFAULT_MAX_ENTRIES;
     this.#preserve = opts.preserveOwnership ?? isRoot();
@@ -823,10 +848,10 @@ export class TarUnpacker {
     const mode = (header.mode ?? 0o644) & this.#specialBits;
     const uid = header.uid ?? 0;
     const gid = header.gid ?? 0;
-    const mtime = header.mtime;
     const shown = rel === "" ? "." : rel;
 
     const pax = header.pax as Record<string, string> | null | undefined;
+    const mtime = entryMtime(header, pax);
     if (pax && ("GNU.sparse.major" in pax || "GNU.sparse.map" in pax || "GNU.sparse.size" in pax)) {
       throw refuse("UNSUPPORTED_ENTRY", name, "sparse files are not supported");
     }
@@ -857,7 +882,8 @@ export class TarUnpacker {
         this.#fd = tree.create(rel, name, (abs) => openSync(abs, flags, 0o600));
         this.#writeFile(stream, size, () => {
           const fd = this.#fd;
-          if (this.#preserve) fchownSync(fd, uid, gid);
+          // A new file already belongs to this process: chown only when the archive says otherwise.
+          if (this.#preserve && (uid !== this.#ownUid || gid !== this.#ownGid)) fchownSync(fd, uid, gid);
           fchmodSync(fd, mode);
           if (mtime) futimesSync(fd, mtime, mtime);
           this.#fd = -1;

@@ -881,3 +881,39 @@ describe("TarUnpacker", () => {
     assert.deepEqual(readdirSync(ws.dest), ["mine"]);
   });
 });
+
+describe("unpackTar: times and owners the fast paths must not lose", () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "lxhub-unpack-extra-"));
+  });
+  after(async () => {
+    await removeTree(dir);
+  });
+
+  it("restores a pax mtime's fraction of a second, as GNU tar does", async () => {
+    const dest = join(dir, "pax");
+    await unpackTar(feed(await tarOf([{ name: "f", body: "x", pax: { mtime: "1700000000.25" } }])), dest);
+    assert.equal(lstatSync(join(dest, "f")).mtimeMs, 1700000000250);
+  });
+
+  it(
+    "as root, gives files the archive's group even below a setgid folder of another group",
+    { skip: !ROOT },
+    async () => {
+      const parent = join(dir, "sgid");
+      await mkdir(parent);
+      await chown(parent, 0, 4242);
+      await chmod(parent, 0o2775);
+      // A staging folder made inside a setgid folder inherits the bit and the group (Linux).
+      const unpacker = new TarUnpacker(join(parent, "staging"));
+      await pipeline(feed(await tarOf([{ name: "f", body: "x", uid: 0, gid: 0 }])), unpacker.writable());
+      await unpacker.finish();
+      const dest = join(parent, "dest");
+      await unpacker.commit(dest);
+      const st = lstatSync(join(dest, "f"));
+      assert.equal(st.uid, 0);
+      assert.equal(st.gid, 0);
+    },
+  );
+});
