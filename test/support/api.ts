@@ -122,3 +122,21 @@ export function versionPath(
 ): string {
   return `/api/v1/products/${p.os}/${p.release}/${p.arch}/${p.variant}/versions/${encodeURIComponent(version)}`;
 }
+
+/**
+ * The offset of an upload session once the server has finished the append a dropped connection
+ * left behind: it may still be writing the bytes that arrived when the client already asks.
+ * Polls until two answers 100 ms apart agree (at most ~3 s).
+ */
+export async function settledOffset(base: string, token: string, location: string): Promise<number> {
+  let last = -1;
+  for (let i = 0; i < 30; i++) {
+    const r = await api(base, "GET", location, { token });
+    if (r.status !== 200) throw new Error(`GET ${location}: ${r.status} ${r.text}`);
+    const offset = Number(r.json?.offset);
+    if (offset === last) return offset;
+    last = offset;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  return last;
+}
