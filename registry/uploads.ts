@@ -54,7 +54,8 @@ export class UploadService {
    * with), the server also hashes prefix ‖ bytes as they arrive, and records the image
    * fingerprint at commit: publishing then needs no second read of a large root file.
    */
-  async open(actor: string, prefix?: string): Promise<UploadView> {
+  /** `owner` is the id of the token that opens it (see checkOwner). */
+  async open(owner: string, prefix?: string): Promise<UploadView> {
     let prefixState: PrefixState | null = null;
     if (prefix !== undefined) {
       if (!DIGEST_RE.test(prefix)) {
@@ -78,10 +79,22 @@ export class UploadService {
     await this.catalog.createUploadSession({
       id: state.id,
       createdAt: new Date().toISOString(),
-      createdBy: actor,
+      createdBy: owner,
       expiresAt,
     });
     return { id: state.id, offset: 0, expiresAt };
+  }
+
+  /**
+   * Only the token that opened a session may use it (admin tokens may use any): another
+   * maintainer's token cannot append to, commit or cancel someone else's upload.
+   */
+  async checkOwner(id: string, tokenId: string, admin: boolean): Promise<void> {
+    const rec = await this.catalog.getUploadSession(id).catch(() => null);
+    if (!rec) throw new LxhubError("UPLOAD_NOT_FOUND", `no open upload session ${id}`);
+    if (!admin && rec.createdBy !== tokenId) {
+      throw new LxhubError("FORBIDDEN", `upload session ${id} was opened with another token`);
+    }
   }
 
   private async live(id: string): Promise<{ state: UploadState; expiresAt: string }> {

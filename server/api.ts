@@ -99,6 +99,13 @@ export function createApi(deps: ApiDeps): express.Express {
     if (!req.principal) throw new LxhubError("UNAUTHORIZED", "no token");
     return req.principal;
   };
+  /** A push-scoped token that opened the session `:id` (or an admin token). */
+  const sessionOwner = async (req: Authed): Promise<Principal> => {
+    const p = who(req);
+    authorize(p, "push", "*");
+    await deps.uploads.checkOwner(String(req.params.id), p.tokenId, p.scopes.includes("admin"));
+    return p;
+  };
 
   app.get("/healthz", (_req, res) => {
     res.json({ status: "ok" });
@@ -117,7 +124,7 @@ export function createApi(deps: ApiDeps): express.Express {
   app.post("/api/v1/uploads", auth, async (req: Authed, res) => {
     authorize(who(req), "push", "*");
     const prefix = typeof req.query.prefix === "string" ? req.query.prefix : undefined;
-    const u = await deps.uploads.open(who(req).subject, prefix);
+    const u = await deps.uploads.open(who(req).tokenId, prefix);
     const location = `/api/v1/uploads/${u.id}`;
     res
       .status(201)
@@ -125,14 +132,14 @@ export function createApi(deps: ApiDeps): express.Express {
       .json({ id: u.id, offset: 0, location, expires_at: u.expiresAt });
   });
   app.get("/api/v1/uploads/:id", auth, async (req: Authed, res) => {
-    authorize(who(req), "push", "*");
+    await sessionOwner(req);
     const u = await deps.uploads.state(String(req.params.id));
     res
       .set({ "upload-offset": String(u.offset), range: u.offset ? `bytes=0-${u.offset - 1}` : "bytes=0-0" })
       .json({ id: u.id, offset: u.offset, location: `/api/v1/uploads/${u.id}`, expires_at: u.expiresAt });
   });
   app.patch("/api/v1/uploads/:id", auth, async (req: Authed, res) => {
-    authorize(who(req), "push", "*");
+    await sessionOwner(req);
     const id = String(req.params.id);
     const start = rangeStart(req.headers["content-range"]) ?? (await deps.uploads.state(id)).offset;
     const u = await deps.uploads.append(id, start, req);
@@ -142,8 +149,7 @@ export function createApi(deps: ApiDeps): express.Express {
       .json({ id: u.id, offset: u.offset, expires_at: u.expiresAt });
   });
   app.put("/api/v1/uploads/:id", auth, async (req: Authed, res) => {
-    const p = who(req);
-    authorize(p, "push", "*");
+    const p = await sessionOwner(req);
     const id = String(req.params.id);
     const digest = typeof req.query.digest === "string" ? req.query.digest : "";
     if (!digest) throw new LxhubError("BAD_REQUEST", "commit needs ?digest=sha256:<hex>");
@@ -160,7 +166,7 @@ export function createApi(deps: ApiDeps): express.Express {
       .json(blob);
   });
   app.delete("/api/v1/uploads/:id", auth, async (req: Authed, res) => {
-    authorize(who(req), "push", "*");
+    await sessionOwner(req);
     await deps.uploads.cancel(String(req.params.id));
     res.status(204).end();
   });

@@ -327,6 +327,24 @@ describe("publish API against a real server", () => {
     }
   });
 
+  it("an upload session can be used only with the token that opened it (or an admin token)", async () => {
+    const alice = await createToken(s.dataDir, "push:*");
+    const bob = await createToken(s.dataDir, "push:*");
+    const open = await api(s.httpUrl, "POST", "/api/v1/uploads", { token: alice });
+    const location = String(open.json?.location);
+    const bytes = Buffer.from("alice's bytes");
+    const headers = { "content-range": `bytes 0-${bytes.length - 1}/${bytes.length}` };
+    const patch = await api(s.httpUrl, "PATCH", location, { token: bob, body: bytes, headers });
+    assert.equal(patch.status, 403, patch.text);
+    assert.equal((await api(s.httpUrl, "DELETE", location, { token: bob })).status, 403);
+    assert.equal((await api(s.httpUrl, "GET", location, { token: alice })).json?.offset, 0);
+    assert.equal(
+      (await api(s.httpUrl, "PATCH", location, { token: alice, body: bytes, headers })).status,
+      202,
+    );
+    assert.equal((await api(s.httpUrl, "GET", location, { token: admin })).json?.offset, bytes.length);
+  });
+
   it("a revoked token stops working", async () => {
     const r = await lxhubCli(["token", "create", "--data", s.dataDir, "--scope", "push:*", "--ttl", "1h"]);
     const token = r.stdout.trim();
