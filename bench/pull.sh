@@ -53,6 +53,8 @@ export LC_ALL=C
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR="$ROOT/bench"
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
 CLI="$ROOT/dist/cli/main.js"
 CORPUS=${PULL_CORPUS:-$BENCH_DIR/corpus}
 RUNS=${BENCH_RUNS:-3}
@@ -114,17 +116,6 @@ RUN=$(mktemp -d "$BENCH_DIR/results/tmp/pull.XXXXXX")
 export XDG_CONFIG_HOME="$RUN/config" XDG_STATE_HOME="$RUN/state" XDG_CACHE_HOME="$RUN/cache"
 LXHUB_PID=""
 
-stop_pid() { # pid signal
-  local pid=$1 sig=${2:-TERM} i
-  [[ -n "$pid" ]] || return 0
-  kill -"$sig" "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   local rc=$?
@@ -153,17 +144,6 @@ secs() { awk -v ns="$1" 'BEGIN { printf "%.2f", ns / 1e9 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
-hex_of() { sha256sum "$1" | cut -d' ' -f1; }
-cached_pct() { # share of a file's bytes in the page cache
-  if command -v fincore >/dev/null; then
-    fincore -b -n -o RES,SIZE "$1" | awk '{ if ($2 > 0) printf "%.0f%%", 100 * $1 / $2; else print "n/a" }'
-  else
-    echo "n/a (no fincore)"
-  fi
-}
-free_port() {
-  node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });'
-}
 
 # --- server, images, remote -----------------------------------------------------------------------
 DATA="$RUN/data"

@@ -31,6 +31,8 @@ export LC_ALL=C
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR="$ROOT/bench"
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
 CLI="$ROOT/dist/cli/main.js"
 MIB=${BENCH_MIB:-1024}
 RUNS=${BENCH_RUNS:-3}
@@ -72,17 +74,6 @@ NGINX_PID=""
 SAMPLER_PID=""
 BG_PIDS=()
 
-stop_pid() { # pid signal
-  local pid=$1 sig=${2:-TERM} i
-  [[ -n "$pid" ]] || return 0
-  kill -"$sig" "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   local rc=$?
@@ -116,18 +107,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int(
 meets() { # value op goal → yes/no
   awk -v v="$1" -v g="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? v >= g : v < g; print ok ? "yes" : "**no**" }'
 }
-hex_of() { sha256sum "$1" | cut -d' ' -f1; }
-cached_pct() { # share of a file's bytes in the page cache
-  if command -v fincore >/dev/null; then
-    fincore -b -n -o RES,SIZE "$1" | awk '{ if ($2 > 0) printf "%.0f%%", 100 * $1 / $2; else print "n/a" }'
-  else
-    echo "n/a (no fincore)"
-  fi
-}
 
-free_port() {
-  node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });'
-}
 
 wait_port() { # url seconds
   local url=$1 secs=$2 i

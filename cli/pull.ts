@@ -24,6 +24,17 @@ interface PullFlags extends TrustFlags {
 
 const repeat = (v: string, prev: string[]): string[] => [...prev, v];
 
+/** The remote a REMOTE_OR_URL argument names, with the trust flags; warns when it is unsigned. */
+async function targetOf(source: string, flags: TrustFlags) {
+  const target = await resolveTarget(source, {
+    caFile: flags.ca,
+    keys: flags.key,
+    noSignature: !flags.signature,
+  });
+  if (target.keys === null) warnUnsigned(target.label);
+  return target;
+}
+
 /** Aborts on SIGINT/SIGTERM so staging directories are removed; an unfinished download stays resumable. */
 function interruptible(): { signal: AbortSignal; release: () => void } {
   const ac = new AbortController();
@@ -69,12 +80,7 @@ export function registerPull(program: Command): void {
       const progress = process.stderr.isTTY ? new PullProgressLine(process.stderr) : undefined;
       let result: PullResult;
       try {
-        const target = await resolveTarget(source, {
-          caFile: flags.ca,
-          keys: flags.key,
-          noSignature: !flags.signature,
-        });
-        if (target.keys === null) warnUnsigned(target.label);
+        const target = await targetOf(source, flags);
         result = await pull({
           target,
           alias,
@@ -109,12 +115,7 @@ export function registerPull(program: Command): void {
     .action(async (source: string, alias: string | undefined, flags: PullFlags) => {
       const { signal, release } = interruptible();
       try {
-        const target = await resolveTarget(source, {
-          caFile: flags.ca,
-          keys: flags.key,
-          noSignature: !flags.signature,
-        });
-        if (target.keys === null) warnUnsigned(target.label);
+        const target = await targetOf(source, flags);
         const report = await verifyRemote(target, { alias, arch: flags.arch, vm: flags.vm, signal });
         for (const s of report.steps) {
           process.stdout.write(`${s.ok ? "ok    " : "FAILED"} ${s.what}: ${s.detail}\n`);
