@@ -14,6 +14,19 @@ export {
   compareVersionKeys,
   compareBytewise,
 } from "./version.js";
+export {
+  NAMES,
+  type NameKind,
+  type NameRule,
+  nameProblem,
+  isName,
+  textProblem,
+  hasControl,
+  TEXT_LIMITS,
+  MAX_ALIASES,
+  MAX_REQUIREMENTS,
+  DIGEST_PATTERN,
+} from "./names.js";
 export { canonicalJson, type JsonValue } from "./json.js";
 export {
   INDEX_PATH,

@@ -4,7 +4,8 @@
  * the whole key, newest = greatest.
  */
 
-const KEY_CHARS = /^[0-9A-Za-z_.:-]+$/;
+/** Version keys lxhub publishes: a date YYYYMMDD, then `[0-9A-Za-z_.:-]` (the grammar is in names.ts). */
+export const VERSION_KEY_PATTERN = /^[0-9]{8}[0-9A-Za-z_.:-]*$/;
 /** Longest key lxhub publishes; keys also become path segments. */
 export const MAX_VERSION_KEY_LENGTH = 64;
 
@@ -38,7 +39,7 @@ function daysInMonth(year: number, month: number): number {
  * 64 characters long.
  */
 export function isValidVersionKey(key: string): boolean {
-  return key.length <= MAX_VERSION_KEY_LENGTH && KEY_CHARS.test(key) && versionDate(key) !== null;
+  return key.length <= MAX_VERSION_KEY_LENGTH && VERSION_KEY_PATTERN.test(key) && versionDate(key) !== null;
 }
 
 /** Version key `YYYYMMDD_HHMM` (UTC) for a moment, the format distrobuilder uses by default (§3.6). */

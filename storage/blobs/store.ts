@@ -1,4 +1,5 @@
 import type { Readable } from "node:stream";
+import { DIGEST_PATTERN } from "../../simplestreams/names.js";
 
 /** A blob's identity: `sha256:<64 lower-case hex>` and its exact byte length. */
 export interface BlobInfo {
@@ -119,7 +120,7 @@ export class TooLargeError extends Error {
 }
 
 /** `sha256:<64 lower-case hex>` */
-export const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
+export const DIGEST_RE = DIGEST_PATTERN;
 
 export function assertDigest(digest: string): void {
   if (!DIGEST_RE.test(digest)) throw new TypeError(`not a sha256 digest: ${JSON.stringify(digest)}`);
