@@ -37,6 +37,8 @@ export interface Exchange {
   request: SentRequest;
   status: number;
   text: string;
+  /** For a 5xx: the error the server logged. */
+  serverError?: string;
 }
 
 /** Everything a 4xx must leave as it was. */
@@ -112,11 +114,22 @@ function describe(x: Exchange): string {
   for (const [k, v] of Object.entries(r.headers ?? {})) lines.push(`  ${k}: ${v}`);
   if (r.body !== undefined) lines.push(`  body: ${truncate(r.body, 2000)}`);
   lines.push(`→ ${x.status} ${truncate(x.text, 1000)}`);
+  if (x.serverError) lines.push(`  server logged: ${truncate(x.serverError, 1000)}`);
   return lines.join("\n");
 }
 
 function truncate(s: string, n: number): string {
   return s.length > n ? `${s.slice(0, n)}… (${s.length} characters)` : s;
+}
+
+/** A failure's message with the parts that vary between cases (numbers, hex, quoted names) masked. */
+export function signature(message: string): string {
+  return message
+    .split("\n")[0]!
+    .replace(/[0-9a-f]{64}/g, "<hex>")
+    .replace(/"(?:[^"\\]|\\.)*"/g, '"…"')
+    .replace(/\d+/g, "N")
+    .slice(0, 300);
 }
 
 export function describeExchanges(xs: readonly Exchange[]): string {
@@ -149,21 +162,38 @@ export class FuzzTarget {
   private last: Observation | null = null;
   private work = "";
   private dataDir = "";
+  private boots = 0;
+  private fixtureFiles: Record<string, string> = {};
   private readonly metaCache = new Map<string, string>();
   private readonly metaPool = new Map<string, string[]>();
   private metaSerial = 0;
-  /** Every 5xx seen: a short signature → the first exchange that showed it. */
-  readonly failures = new Map<string, Exchange>();
+  /** Every 5xx seen: a signature (the server's logged error) → the first exchange and a count. */
+  readonly failures = new Map<string, { first: Exchange; count: number }>();
 
   get base(): string {
     return this.server.httpUrl;
   }
 
+  /** Builds the fixture image once, then boots a server on a fresh data folder. */
   async start(): Promise<void> {
     this.work = await mkdtemp(path.join(tmpdir(), "lxhub-fuzz-"));
-    this.dataDir = path.join(this.work, "data");
+    // Real root files, reused by digest: every valid publish pairs one with a fresh metadata
+    // tarball, so no two publishes share a (metadata, root) pair.
+    const img = await buildBusyboxImage(path.join(this.work, "img"), {
+      serial: "20240101_0000",
+      formats: ["squashfs", "tar.xz"],
+    });
+    this.fixtureFiles = img.files;
+    await this.boot();
+  }
+
+  /** A server on a new, empty data folder: tokens by role, fixture blobs uploaded. */
+  private async boot(): Promise<void> {
+    this.dataDir = path.join(this.work, `data-${this.boots++}`);
     this.server = await startServer({ dataDir: this.dataDir });
+    this.last = null;
     const admin = await createToken(this.dataDir, "admin");
+    this.tokens.clear();
     this.tokens.set("admin", admin);
     for (const [role, scopes] of Object.entries(TOKEN_ROLES)) {
       const r = await api(this.base, "POST", "/api/v1/tokens", {
@@ -178,22 +208,27 @@ export class FuzzTarget {
       token: admin,
     });
     if (revoked.status !== 204) throw new Error(`revoking a token: ${revoked.status} ${revoked.text}`);
-
-    // Real root files, reused by digest: every valid publish pairs one with a fresh metadata
-    // tarball, so no two publishes share a (metadata, root) pair.
-    const img = await buildBusyboxImage(path.join(this.work, "img"), {
-      serial: "20240101_0000",
-      formats: ["squashfs", "tar.xz"],
-    });
     for (const [file, ftype] of [
       ["rootfs.squashfs", "squashfs"],
       ["rootfs.tar.xz", "root.tar.xz"],
     ] as const) {
-      this.roots.set(ftype, await this.upload(await readFile(img.files[file]!)));
+      this.roots.set(ftype, await this.upload(await readFile(this.fixtureFiles[file]!)));
     }
-    this.fixtureMeta = await this.upload(await readFile(img.files["lxd.tar.xz"]!));
+    this.fixtureMeta = await this.upload(await readFile(this.fixtureFiles["lxd.tar.xz"]!));
     this.deltaDigest = await this.upload(Buffer.from("VCD\xc4 not really a vcdiff, but a blob\n", "latin1"));
     await this.ensureReady();
+  }
+
+  /**
+   * Drop this server and its data and boot a new one (survey mode goes on after a violation
+   * that may have left the catalog broken for every later case).
+   */
+  async reset(): Promise<void> {
+    await this.server.stop();
+    await rm(this.dataDir, { recursive: true, force: true });
+    this.metaCache.clear();
+    this.metaPool.clear();
+    await this.boot();
   }
 
   async stop(): Promise<void> {
@@ -270,6 +305,7 @@ export class FuzzTarget {
   /** Send one request, count it, and fail the case on a 5xx. */
   async send(req: SentRequest & { rawBody?: Buffer }, exchanges: Exchange[]): Promise<ApiResponse> {
     this.last = null;
+    const logsBefore = this.server.logs.length;
     const r = await api(this.base, req.method, req.path, {
       token: req.token,
       body: req.rawBody ?? req.body,
@@ -285,10 +321,29 @@ export class FuzzTarget {
     exchanges.push(x);
     if (r.status >= 500) {
       this.stats.fiveXx++;
-      const sig = `${req.method} ${r.status} ${r.text.slice(0, 200)}`;
-      if (!this.failures.has(sig)) this.failures.set(sig, x);
+      x.serverError = await this.errorLoggedSince(logsBefore);
+      const sig = `${req.method} → ${r.status}: ${signature(x.serverError ?? r.text)}`;
+      const seen = this.failures.get(sig);
+      if (seen) seen.count++;
+      else this.failures.set(sig, { first: x, count: 1 });
     }
     return r;
+  }
+
+  /** The message of the error the server logged for a 5xx (it answers only "internal error"). */
+  private async errorLoggedSince(from: number): Promise<string | undefined> {
+    for (let i = 0; i < 10; i++) {
+      for (const line of this.server.logs.slice(from)) {
+        try {
+          const o = JSON.parse(line) as { level?: number; err?: { message?: string }; msg?: string };
+          if ((o.level ?? 0) >= 50) return o.err?.message ?? o.msg;
+        } catch {
+          // not a JSON line
+        }
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return undefined;
   }
 
   /** The role name of a token value, for reports (tokens never appear in the output). */
