@@ -494,22 +494,72 @@ export type BodyChoice =
   | { kind: "raw"; text: string }
   | { kind: "none" };
 
-const fieldsArb: fc.Arbitrary<BodyChoice> = fc
+const extraFieldsArb = fc.dictionary(
+  fc.constantFrom("version", "files ", "Files", "alias", "__proto__", "x"),
+  fc.jsonValue({ maxDepth: 2 }),
+  { minKeys: 1, maxKeys: 2 },
+);
+
+/** Every field at random: hostile values mixed. */
+const randomFieldsArb: fc.Arbitrary<BodyChoice> = fc
   .record(
     {
       files: filesArb,
       aliases: aliasesArb,
       release_title: releaseTitleArb,
       requirements: requirementsArb,
-      extra: fc.dictionary(
-        fc.constantFrom("version", "files ", "Files", "alias", "__proto__", "x"),
-        fc.jsonValue({ maxDepth: 2 }),
-        { minKeys: 1, maxKeys: 2 },
-      ),
+      extra: extraFieldsArb,
     },
     { requiredKeys: ["files"] },
   )
   .map((r) => ({ kind: "fields" as const, ...r }));
+
+/** Valid optional fields (aliases may still clash with another product's). */
+const validAliasesArb = fc.uniqueArray(
+  fc.constantFrom(
+    "fuzz",
+    "fuzz/1",
+    "fuzz/1/amd64",
+    "fuzz/2",
+    "fuzz/2/cloud",
+    "busybox",
+    "busybox/1.36",
+    "debian/12",
+  ),
+  { maxLength: 3 },
+);
+
+/** One hostile field on an otherwise valid body, so each rule is reached rather than hidden by an earlier one. */
+const twistArb: fc.Arbitrary<Partial<Extract<BodyChoice, { kind: "fields" }>>> = fc.oneof(
+  aliasesArb.map((aliases) => ({ aliases })),
+  releaseTitleArb.map((release_title) => ({ release_title })),
+  requirementsArb.map((requirements) => ({ requirements })),
+  extraFieldsArb.map((extra) => ({ extra })),
+);
+
+const twistedFieldsArb: fc.Arbitrary<BodyChoice> = fc
+  .tuple(
+    fc.record(
+      {
+        files: filesArb,
+        aliases: validAliasesArb,
+        release_title: fc.constantFrom("Fuzz 1", "Busybox 1.36", "Ünïcode 日本 😀"),
+        requirements: fc.dictionary(
+          fc.constantFrom("secureboot", "cgroup", "nesting"),
+          fc.constantFrom("true", "false"),
+          { maxKeys: 2 },
+        ),
+      },
+      { requiredKeys: ["files"] },
+    ),
+    fc.option(twistArb, { freq: 2 }),
+  )
+  .map(([base, twist]) => ({ kind: "fields" as const, ...base, ...twist }));
+
+const fieldsArb: fc.Arbitrary<BodyChoice> = fc.oneof(
+  { weight: 3, arbitrary: twistedFieldsArb },
+  { weight: 1, arbitrary: randomFieldsArb },
+);
 
 const rawBodyArb: fc.Arbitrary<BodyChoice> = fc
   .oneof(
@@ -837,40 +887,64 @@ const subjectArb: fc.Arbitrary<unknown> = fc.oneof(
   fc.string({ maxLength: 20 }),
 );
 
+const tokenTwistArb = fc.oneof(
+  fc
+    .oneof(
+      { weight: 5, arbitrary: fc.array(scopeArb, { maxLength: 4 }) },
+      {
+        weight: 1,
+        arbitrary: fc.integer({ min: 100, max: 20000 }).map((n) => Array.from({ length: n }, () => "push:*")),
+      },
+      { weight: 1, arbitrary: scopeArb },
+    )
+    .map((scopes) => ({ scopes })),
+  ttlArb.map((ttl) => ({ ttl })),
+  subjectArb.map((subject) => ({ subject })),
+  fc
+    .dictionary(fc.constantFrom("id", "expires_at", "admin", "x"), fc.jsonValue({ maxDepth: 1 }), {
+      minKeys: 1,
+      maxKeys: 2,
+    })
+    .map((extra) => ({ extra })),
+);
+
+/** A valid token request with one hostile field (or none), or every field hostile. */
+const tokenFieldsArb = fc.oneof(
+  {
+    weight: 3,
+    arbitrary: fc
+      .tuple(
+        fc.record(
+          {
+            scopes: fc.uniqueArray(fc.constantFrom("push:fuzz/*", "delete:fuzz/*", "push:*", "admin"), {
+              minLength: 1,
+              maxLength: 2,
+            }),
+            ttl: fc.constantFrom("1h", "30d", "3600"),
+            subject: fc.constantFrom("ci", "fuzz"),
+          },
+          { requiredKeys: ["scopes"] },
+        ),
+        fc.option(tokenTwistArb, { freq: 4 }),
+      )
+      .map(([base, twist]) => ({ kind: "token" as const, ...base, ...twist })),
+  },
+  {
+    weight: 1,
+    arbitrary: fc
+      .record(
+        { scopes: fc.array(scopeArb, { maxLength: 4 }), ttl: ttlArb, subject: subjectArb },
+        { requiredKeys: [] },
+      )
+      .map((r) => ({ kind: "token" as const, ...r })),
+  },
+);
+
 export const tokenCaseArb: fc.Arbitrary<TokenCase> = fc.record({
   kind: fc.constant("token" as const),
   token: fc.oneof({ weight: 5, arbitrary: fc.constant("admin") }, { weight: 1, arbitrary: tokenChoiceArb }),
   body: fc.oneof(
-    {
-      weight: 8,
-      arbitrary: fc
-        .record(
-          {
-            scopes: fc.oneof(
-              { weight: 5, arbitrary: fc.array(scopeArb, { maxLength: 4 }) },
-              {
-                weight: 1,
-                arbitrary: fc
-                  .integer({ min: 100, max: 20000 })
-                  .map((n) => Array.from({ length: n }, () => "push:*")),
-              },
-              { weight: 1, arbitrary: scopeArb },
-            ),
-            ttl: ttlArb,
-            subject: subjectArb,
-            extra: fc.dictionary(
-              fc.constantFrom("id", "expires_at", "admin", "x"),
-              fc.jsonValue({ maxDepth: 1 }),
-              {
-                minKeys: 1,
-                maxKeys: 2,
-              },
-            ),
-          },
-          { requiredKeys: [] },
-        )
-        .map((r) => ({ kind: "token" as const, ...r })),
-    },
+    { weight: 8, arbitrary: tokenFieldsArb },
     { weight: 1, arbitrary: rawBodyArb },
     {
       weight: 1,

@@ -122,6 +122,35 @@ function truncate(s: string, n: number): string {
   return s.length > n ? `${s.slice(0, n)}… (${s.length} characters)` : s;
 }
 
+/** The few spellings the cases use for one architecture (simplestreams/arch.ts has them all). */
+const SAME_ARCH: Record<string, string> = { amd64: "x86_64", arm64: "aarch64", generic_64: "x86_64" };
+
+/**
+ * Aliases are authority (issue 6): an alias one product holds never moves to another product
+ * for the same architecture within one case.
+ */
+function aliasMoves(before: string, after: string): string[] {
+  const owners = (text: string) => {
+    const m = new Map<string, string>();
+    const list = (JSON.parse(text) as { products?: (ProductKey & { aliases?: unknown })[] }).products ?? [];
+    for (const p of list) {
+      if (!Array.isArray(p.aliases)) continue;
+      const arch = SAME_ARCH[p.arch] ?? p.arch;
+      for (const a of p.aliases)
+        m.set(`${String(a)} (${arch})`, `${p.os}:${p.release}:${p.arch}:${p.variant}`);
+    }
+    return m;
+  };
+  const was = owners(before);
+  const now = owners(after);
+  const out: string[] = [];
+  for (const [alias, owner] of was) {
+    const next = now.get(alias);
+    if (next !== undefined && next !== owner) out.push(`alias ${alias} moved from ${owner} to ${next}`);
+  }
+  return out;
+}
+
 /** A failure's message with the parts that vary between cases (numbers, hex, quoted names) masked. */
 export function signature(message: string): string {
   return message
@@ -165,7 +194,8 @@ export class FuzzTarget {
   private boots = 0;
   private fixtureFiles: Record<string, string> = {};
   private readonly metaCache = new Map<string, string>();
-  private readonly metaPool = new Map<string, string[]>();
+  /** Compressed metadata tarballs made ahead (one xz run for many), not uploaded yet. */
+  private readonly metaPool = new Map<string, Buffer[]>();
   private metaSerial = 0;
   /** Every 5xx seen: a signature (the server's logged error) → the first exchange and a count. */
   readonly failures = new Map<string, { first: Exchange; count: number }>();
@@ -227,7 +257,6 @@ export class FuzzTarget {
     await this.server.stop();
     await rm(this.dataDir, { recursive: true, force: true });
     this.metaCache.clear();
-    this.metaPool.clear();
     await this.boot();
   }
 
@@ -259,10 +288,10 @@ export class FuzzTarget {
     const poolKey = JSON.stringify([describes, lxdArch]);
     let pool = this.metaPool.get(poolKey);
     if (!pool?.length) {
-      pool = await this.makeMetadata(describes, lxdArch, 24);
+      pool = await this.makeMetadata(describes, lxdArch, 32);
       this.metaPool.set(poolKey, pool);
     }
-    const digest = pool.shift()!;
+    const digest = await this.upload(pool.shift()!);
     this.metaCache.set(key, digest);
     return digest;
   }
@@ -276,8 +305,8 @@ export class FuzzTarget {
     return this.fixtureMeta;
   }
 
-  /** `count` distinct metadata tarballs for a product, compressed by one xz run, uploaded. */
-  private async makeMetadata(p: ProductKey, lxdArch: string, count: number): Promise<string[]> {
+  /** `count` distinct metadata tarballs for a product, compressed by one xz run. */
+  private async makeMetadata(p: ProductKey, lxdArch: string, count: number): Promise<Buffer[]> {
     const tars: Buffer[] = [];
     for (let i = 0; i < count; i++) {
       const serial = `fuzz-${this.metaSerial++}`;
@@ -297,9 +326,7 @@ export class FuzzTarget {
       });
       tars.push(await tarOf([["metadata.yaml", Buffer.from(yaml)]]));
     }
-    const out: string[] = [];
-    for (const xz of await xzEach(tars, path.join(this.work, "meta"))) out.push(await this.upload(xz));
-    return out;
+    return xzEach(tars, path.join(this.work, "meta"));
   }
 
   /** Send one request, count it, and fail the case on a 5xx. */
@@ -355,6 +382,11 @@ export class FuzzTarget {
   /** The catalog through the API, the documents, and the blob folder; checks the documents are served. */
   async observe(): Promise<Observation> {
     if (this.last) return { ...this.last, blobs: await walk(blobDir(this.dataDir)) };
+    return this.refresh();
+  }
+
+  /** Reads everything again (after a request), without re-using the last observation. */
+  private async refresh(): Promise<Observation> {
     const [products, index, images] = await Promise.all([
       api(this.base, "GET", "/api/v1/products"),
       fetch(`${this.base}/streams/v1/index.json`),
@@ -399,7 +431,7 @@ export class FuzzTarget {
 
   /** Live versions as the served images.json shows them. */
   async live(): Promise<LiveVersion[]> {
-    const o = await this.observe();
+    const o = this.last ?? (await this.refresh());
     const doc = JSON.parse(o.images.toString("utf8")) as {
       products: Record<
         string,
@@ -467,6 +499,7 @@ export class FuzzTarget {
         problems.push(`blob files changed after a 4xx: -${JSON.stringify(gone)} +${JSON.stringify(added)}`);
       }
     }
+    if (after) problems.push(...aliasMoves(before.products, after.products));
     if (problems.length) {
       throw new InvariantError(`${problems.join("; ")}\n${describeExchanges(exchanges)}`);
     }
