@@ -1355,3 +1355,78 @@ async function runUpload(t: FuzzTarget, c: UploadCase): Promise<void> {
 function violated(what: string, exchanges: readonly Exchange[]): InvariantError {
   return new InvariantError(`${what}\n${describeExchanges(exchanges)}`);
 }
+
+// --- known cases ----------------------------------------------------------------------------
+
+/** A publish of fresh files to a valid product with the admin token; `body` adds fields. */
+function publishOf(
+  product: number,
+  files: FileChoice[] = [metaFile, squashFile],
+  body: Partial<Extract<BodyChoice, { kind: "fields" }>> = {},
+  version: VersionChoice = "fresh",
+): PublishCase {
+  return {
+    kind: "publish",
+    product: { valid: product },
+    version,
+    token: "admin",
+    body: { kind: "fields", files, ...body },
+  };
+}
+
+/**
+ * Cases that failed once (issue 6 and what this suite found), run first, in this order, before
+ * the random ones: a sequence sets up the catalog state its last case needs.
+ */
+export const KNOWN_CATALOG_CASES: FuzzCase[] = [
+  // requirement key "bad key" (the request in the issue)
+  publishOf(0, [metaFile, squashFile], { requirements: { "bad key": "x" } }),
+  // a control character in release_title
+  publishOf(0, [metaFile, squashFile], { release_title: "a\u0000b" }),
+  // an alias listed twice
+  publishOf(2, [metaFile, squashFile], { aliases: ["fuzz/2", "fuzz/2"] }),
+  // a delta whose base is newer than its version
+  publishOf(0),
+  publishOf(0, [metaFile, squashFile, deltaFile("newest")], {}, "older"),
+  // a squashfs delta in a version without a squashfs
+  publishOf(0),
+  publishOf(0, [metaFile, tarFile, deltaFile("oldest")]),
+  // a squashfs delta whose base version has no squashfs
+  publishOf(3, [metaFile, tarFile]),
+  publishOf(3, [metaFile, squashFile, deltaFile("newest")]),
+  // an alias/<arch> that another product's alias already covers
+  publishOf(4, [metaFile, squashFile], { aliases: ["fuzz/1"] }),
+  publishOf(1, [metaFile, squashFile], { aliases: ["fuzz/1/amd64"] }),
+  // deleting a version that a later delta names as its base
+  publishOf(2),
+  publishOf(2, [metaFile, squashFile, deltaFile("newest")]),
+  { kind: "delete", target: { live: 0, base: true }, token: "admin" },
+  // a path segment that is not valid percent-encoding
+  {
+    kind: "publish",
+    product: { names: { os: "fuzz", release: "%", arch: "amd64", variant: "default", encoding: "raw" } },
+    version: "fresh",
+    token: "admin",
+    body: { kind: "fields", files: [metaFile, squashFile] },
+  },
+  // concurrent duplicates
+  { kind: "concurrent", product: 0, copies: 4, mode: "same" },
+  { kind: "concurrent", product: 1, copies: 4, mode: "files" },
+  { kind: "concurrent", product: 2, copies: 2, mode: "versions" },
+];
+
+export const KNOWN_OTHER_CASES: FuzzCase[] = [
+  // Content-Range numbers past 2^53 and past Number's range, an end before the start
+  ...["bytes 99999999999999999999999-1/*", "bytes 9007199254740993-9007199254740994/*", "bytes 5-2/10"].map(
+    (literal): UploadCase => ({
+      kind: "upload",
+      token: "admin",
+      steps: [{ op: "patch", size: 10, fill: 1, range: { literal } }],
+    }),
+  ),
+  // a token TTL of 99999999999d
+  { kind: "token", token: "admin", body: { kind: "token", scopes: ["push:*"], ttl: "99999999999d" } },
+  // path segments that are not valid percent-encoding
+  { kind: "revoke", id: "%", token: "admin" },
+  { kind: "unknownSession", method: "GET", id: "%", token: "admin" },
+];

@@ -16,7 +16,15 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { catalogCaseArb, otherCaseArb, runCase, VersionClock, type FuzzCase } from "../fuzz/cases.js";
+import {
+  catalogCaseArb,
+  KNOWN_CATALOG_CASES,
+  KNOWN_OTHER_CASES,
+  otherCaseArb,
+  runCase,
+  VersionClock,
+  type FuzzCase,
+} from "../fuzz/cases.js";
 import { FuzzTarget, signature } from "../fuzz/harness.js";
 
 const DEFAULT_SEED = 20260601;
@@ -84,8 +92,19 @@ describe("fuzzing the write path of a real server", { timeout: 24 * 3600_000 }, 
       }
     });
 
-  const check = async (arb: fc.Arbitrary<FuzzCase>, propertySeed: number, numRuns: number) => {
-    await fc.assert(property(arb), { seed: propertySeed, numRuns, includeErrorInReport: true });
+  const check = async (
+    arb: fc.Arbitrary<FuzzCase>,
+    known: FuzzCase[],
+    propertySeed: number,
+    numRuns: number,
+  ) => {
+    await fc.assert(property(arb), {
+      seed: propertySeed,
+      numRuns,
+      // Cases that failed once run first, every time.
+      examples: known.map((c) => [c] as [FuzzCase]),
+      includeErrorInReport: true,
+    });
     await t.restart();
     if (survey && violations.size) {
       const list = [...violations.entries()].map(
@@ -97,10 +116,10 @@ describe("fuzzing the write path of a real server", { timeout: 24 * 3600_000 }, 
   };
 
   it("publishes, deletes and concurrent duplicates", async () => {
-    await check(catalogCaseArb, seed, Math.ceil(runs * 0.7));
+    await check(catalogCaseArb, KNOWN_CATALOG_CASES, seed, Math.ceil(runs * 0.7));
   });
 
   it("uploads, upload sessions and tokens", async () => {
-    await check(otherCaseArb, seed + 1, Math.floor(runs * 0.3));
+    await check(otherCaseArb, KNOWN_OTHER_CASES, seed + 1, Math.floor(runs * 0.3));
   });
 });
