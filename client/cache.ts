@@ -21,7 +21,7 @@ import { mkdir, open, readFile, rename, rm, stat, type FileHandle } from "node:f
 import os from "node:os";
 import path from "node:path";
 import type { Writable } from "node:stream";
-import { encodePath, HttpError, isTransient, type HttpClient } from "./http.js";
+import { encodePath, HttpError, isTransient, NetworkError, type HttpClient } from "./http.js";
 
 const MiB = 1024 * 1024;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
@@ -381,7 +381,8 @@ async function download(
           if (!m || Number(m[1]) !== offset) {
             res.body.destroy();
             throw new Error(
-              `GET ${res.url}: asked for bytes from ${offset}, got ${String(res.headers["content-range"])}`,
+              `${res.url}: asked to resume from byte ${offset}, the server sent the range ` +
+                `${JSON.stringify(res.headers["content-range"] ?? "(none)")}`,
             );
           }
         } else if (offset > 0) {
@@ -389,8 +390,8 @@ async function download(
           skip = offset;
         }
         try {
-          for await (const data of res.body) {
-            let chunk = data as Buffer;
+          for await (const data of res.chunks()) {
+            let chunk = data;
             downloaded += chunk.length;
             if (skip > 0) {
               if (chunk.length <= skip) {
@@ -417,11 +418,10 @@ async function download(
           res.body.destroy();
         }
         if (offset < ref.size) {
-          throw Object.assign(
-            new Error(`GET ${res.url}: the body ended after ${offset} of ${ref.size} bytes`),
-            {
-              code: "ECONNRESET",
-            },
+          throw new NetworkError(
+            "ECONNRESET",
+            `${new URL(res.url).host} ended the answer after ${offset} of the ${ref.size} bytes of ${res.url}`,
+            res.url,
           );
         }
       } catch (err) {
