@@ -8,6 +8,7 @@ import {
   type PullFormat,
   type PullResult,
 } from "../client/pull.js";
+import { LIMIT_ENV, resolveLimits, type LimitFlags } from "../client/settings.js";
 import { resolveTarget, verifyRemote } from "../client/verify.js";
 
 interface TrustFlags {
@@ -20,6 +21,15 @@ interface PullFlags extends TrustFlags {
   arch?: string;
   vm?: boolean;
   format: string;
+  timeout?: string;
+  stallTimeout?: string;
+}
+
+/** The limit flags' names, for messages about a malformed value. */
+const LIMIT_FLAGS = { deadlineMs: "--timeout", stallMs: "--stall-timeout" };
+
+function limitFlags(flags: PullFlags): LimitFlags {
+  return { deadlineMs: flags.timeout, stallMs: flags.stallTimeout };
 }
 
 const repeat = (v: string, prev: string[]): string[] => [...prev, v];
@@ -72,10 +82,19 @@ export function registerPull(program: Command): void {
       "--no-signature",
       "do not require a signed index (plain simplestreams server); file hashes still checked",
     )
+    .option(
+      "--timeout <duration>",
+      `give up when the whole pull takes longer (e.g. 30m, 12h; 0 = never; env ${LIMIT_ENV.deadlineMs}; default 12h)`,
+    )
+    .option(
+      "--stall-timeout <duration>",
+      `drop a download that receives nothing this long; it is resumed, then given up (env ${LIMIT_ENV.stallMs}; default 60s)`,
+    )
     .action(async (source: string, alias: string, dest: string, flags: PullFlags) => {
       if (flags.format !== "rootfs" && flags.format !== "lxd") {
         throw new Error(`--format must be rootfs or lxd, not ${flags.format}`);
       }
+      const limits = resolveLimits(limitFlags(flags), LIMIT_FLAGS);
       const { signal, release } = interruptible();
       const progress = process.stderr.isTTY ? new PullProgressLine(process.stderr) : undefined;
       let result: PullResult;
@@ -90,6 +109,7 @@ export function registerPull(program: Command): void {
           format: flags.format as PullFormat,
           onProgress: progress?.onProgress,
           signal,
+          limits,
         });
       } catch (err) {
         throw new Error(describePullError(err));
@@ -112,11 +132,22 @@ export function registerPull(program: Command): void {
     .option("--ca <file>", "PEM certificate to trust for the server")
     .option("--key <thumbprint>", "signing key to trust, for a URL (repeatable)", repeat, [])
     .option("--no-signature", "do not require a signed index (plain simplestreams server)")
+    .option(
+      "--stall-timeout <duration>",
+      `drop a download that receives nothing this long (env ${LIMIT_ENV.stallMs}; default 60s)`,
+    )
     .action(async (source: string, alias: string | undefined, flags: PullFlags) => {
+      const { stallMs } = resolveLimits(limitFlags(flags), LIMIT_FLAGS);
       const { signal, release } = interruptible();
       try {
         const target = await targetOf(source, flags);
-        const report = await verifyRemote(target, { alias, arch: flags.arch, vm: flags.vm, signal });
+        const report = await verifyRemote(target, {
+          alias,
+          arch: flags.arch,
+          vm: flags.vm,
+          signal,
+          stallMs,
+        });
         for (const s of report.steps) {
           process.stdout.write(`${s.ok ? "ok    " : "FAILED"} ${s.what}: ${s.detail}\n`);
         }

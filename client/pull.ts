@@ -22,8 +22,12 @@
  *
  * DEST must be absent or an empty directory. Staging directories are `<DEST>.lxhub-partial-*`
  * beside it (one file system, so the final move is one rename) and are removed on any failure,
- * including an abort through `signal` (the CLI wires SIGINT/SIGTERM to it); an interrupted
- * download stays in the cache as `<sha256>.part` and is resumed next time.
+ * including an abort through `signal` (the CLI wires SIGINT/SIGTERM to it) or the overall
+ * deadline; an interrupted download stays in the cache as `<sha256>.part` and is resumed next time.
+ *
+ * Limits (client/settings.ts): the whole pull has a deadline (`deadlineMs`), each download a
+ * stall timeout (`stallMs`: no bytes for that long, and the connection is dropped and resumed,
+ * then given up with "stalled: no data for N s from <url>").
  */
 import { chmod, copyFile, constants as fsConstants, mkdtemp } from "node:fs/promises";
 import path from "node:path";
@@ -39,6 +43,7 @@ import {
 import { unsquashfs } from "../image/squashfs.js";
 import { BlobCache, VerificationError, type FetchProgress, type FetchResult } from "./cache.js";
 import { fraction, StatusLine } from "./progress.js";
+import { DEFAULT_LIMITS, formatDuration, LIMIT_ENV, type PullLimits } from "./settings.js";
 import type { SerialStore } from "./remotes.js";
 import {
   fetchImage,
@@ -74,6 +79,30 @@ export interface PullOptions extends FindImageOptions {
   retryBaseMs?: number;
   /** Limits and ownership rules of the tar unpacker (image/unpack.ts). */
   unpack?: Omit<UnpackOptions, "onEntry">;
+  /** Deadline and stall timeout (client/settings.ts); defaults `DEFAULT_LIMITS`. */
+  limits?: Partial<PullLimits>;
+}
+
+/** The pull ran past its overall deadline. */
+export class DeadlineError extends Error {
+  override name = "DeadlineError";
+  constructor(readonly deadlineMs: number) {
+    super(
+      `deadline: the pull did not finish within ${formatDuration(deadlineMs)} ` +
+        `(--timeout or ${LIMIT_ENV.deadlineMs} sets it); the unfinished download is kept in the cache and resumes next time`,
+    );
+  }
+}
+
+/** `outer`, or an abort after `ms` (with a `DeadlineError`) as well; `clear` stops the timer. */
+function withDeadline(ms: number, outer?: AbortSignal): { signal?: AbortSignal; clear: () => void } {
+  if (!(ms > 0) || !Number.isFinite(ms)) return { signal: outer, clear: () => undefined };
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(new DeadlineError(ms)), ms);
+  return {
+    signal: outer ? AbortSignal.any([outer, ac.signal]) : ac.signal,
+    clear: () => clearTimeout(timer),
+  };
 }
 
 export interface PulledFile {
@@ -143,12 +172,28 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
   const dest = path.resolve(opts.dest);
   // Refused before any download: DEST must be absent or an empty directory.
   await checkDestination(dest);
+  const limits: PullLimits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const deadline = withDeadline(limits.deadlineMs, opts.signal);
+  try {
+    return await pullWithin(opts, format, dest, limits, deadline.signal);
+  } finally {
+    deadline.clear();
+  }
+}
 
+async function pullWithin(
+  opts: PullOptions,
+  format: PullFormat,
+  dest: string,
+  limits: PullLimits,
+  signal: AbortSignal | undefined,
+): Promise<PullResult> {
   const stream = await openStream(opts.target, {
     serials: opts.serials,
-    signal: opts.signal,
+    signal,
     retries: opts.retries,
     retryBaseMs: opts.retryBaseMs,
+    stallMs: limits.stallMs,
   });
   try {
     const found = findImage(stream, opts.alias, opts);
@@ -168,7 +213,7 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
       }
     }
     const cache = new BlobCache(opts.cacheDir);
-    const ctx: Ctx = { opts, stream, cache, dest, image };
+    const ctx: Ctx = { opts, stream, cache, dest, image, limits, signal };
     // A cached file damaged on disk, or a resumed part that turns out corrupt, costs one retry
     // from scratch (both were removed); anything else is final.
     for (let attempt = 0; ; attempt++) {
@@ -206,13 +251,16 @@ interface Ctx {
   cache: BlobCache;
   dest: string;
   image: StreamImage;
+  limits: PullLimits;
+  /** The caller's signal joined with the deadline's. */
+  signal: AbortSignal | undefined;
 }
 
 function fetchOpts(ctx: Ctx) {
   const { opts } = ctx;
   return {
     cache: ctx.cache,
-    signal: opts.signal,
+    signal: ctx.signal,
     retries: opts.retries,
     retryBaseMs: opts.retryBaseMs,
     onProgress: opts.onProgress
@@ -261,7 +309,7 @@ async function pullSquashfs(ctx: Ctx) {
   const got = await fetchImage(ctx.stream, image, fetchOpts(ctx));
   const root = got.root as FetchResult;
   ctx.opts.onProgress?.({ phase: "unsquashfs", file: image.root ? fileName(image.root.path) : "" });
-  const signal = ctx.opts.signal;
+  const signal = ctx.signal;
   try {
     await unsquashfs(root.file, dest, { signal });
   } catch (err) {

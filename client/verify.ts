@@ -155,6 +155,8 @@ export interface StreamOptions {
   onStep?: (step: VerifyStep) => void;
   retries?: number;
   retryBaseMs?: number;
+  /** A request with no bytes moving for this long (ms) fails as stalled; default 60 s, 0 = never. */
+  stallMs?: number;
 }
 
 /** A remote whose documents passed steps 1–2. Call `close()` when done. */
@@ -261,6 +263,7 @@ export async function openStream(target: RemoteTarget, opts: StreamOptions = {})
     userAgent: USER_AGENT,
     retries: opts.retries,
     retryBaseMs: opts.retryBaseMs,
+    timeoutMs: opts.stallMs,
   });
   const step = (what: string, detail: string): void => opts.onStep?.({ what, ok: true, detail });
   try {
