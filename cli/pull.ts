@@ -8,7 +8,7 @@ import {
   type PullFormat,
   type PullResult,
 } from "../client/pull.js";
-import { LIMIT_ENV, resolveLimits, type LimitFlags } from "../client/settings.js";
+import { DEFAULT_LIMITS, LIMIT_ENV, resolveLimits, type LimitFlags } from "../client/settings.js";
 import { resolveTarget, verifyRemote } from "../client/verify.js";
 
 interface TrustFlags {
@@ -23,13 +23,14 @@ interface PullFlags extends TrustFlags {
   format: string;
   timeout?: string;
   stallTimeout?: string;
+  maxRatio?: string;
 }
 
 /** The limit flags' names, for messages about a malformed value. */
-const LIMIT_FLAGS = { deadlineMs: "--timeout", stallMs: "--stall-timeout" };
+const LIMIT_FLAGS = { deadlineMs: "--timeout", stallMs: "--stall-timeout", maxRatio: "--max-ratio" };
 
 function limitFlags(flags: PullFlags): LimitFlags {
-  return { deadlineMs: flags.timeout, stallMs: flags.stallTimeout };
+  return { deadlineMs: flags.timeout, stallMs: flags.stallTimeout, maxRatio: flags.maxRatio };
 }
 
 const repeat = (v: string, prev: string[]): string[] => [...prev, v];
@@ -89,6 +90,10 @@ export function registerPull(program: Command): void {
     .option(
       "--stall-timeout <duration>",
       `drop a download that receives nothing this long; it is resumed, then given up (env ${LIMIT_ENV.stallMs}; default 60s)`,
+    )
+    .option(
+      "--max-ratio <n>",
+      `a tarball may decompress to at most N times its signed size (env ${LIMIT_ENV.maxRatio}; default ${DEFAULT_LIMITS.maxRatio})`,
     )
     .action(async (source: string, alias: string, dest: string, flags: PullFlags) => {
       if (flags.format !== "rootfs" && flags.format !== "lxd") {

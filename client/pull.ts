@@ -27,7 +27,11 @@
  *
  * Limits (client/settings.ts): the whole pull has a deadline (`deadlineMs`), each download a
  * stall timeout (`stallMs`: no bytes for that long, and the connection is dropped and resumed,
- * then given up with "stalled: no data for N s from <url>").
+ * then given up with "stalled: no data for N s from <url>"), and a tarball unpacked while it
+ * downloads may not decompress to more than `maxRatio` times its signed size (at least
+ * `MIN_DECOMPRESSED_LIMIT`): the bytes are unverified until the download ends, so without that
+ * bound a small hostile file could fill the disk under the staging directory before its hash
+ * is checked.
  */
 import { chmod, copyFile, constants as fsConstants, mkdtemp } from "node:fs/promises";
 import path from "node:path";
@@ -37,12 +41,13 @@ import {
   moveIntoPlace,
   removeTree,
   TarUnpacker,
+  UnpackError,
   type UnpackOptions,
   type UnpackStats,
 } from "../image/unpack.js";
 import { unsquashfs } from "../image/squashfs.js";
 import { BlobCache, VerificationError, type FetchProgress, type FetchResult } from "./cache.js";
-import { fraction, StatusLine } from "./progress.js";
+import { bytes, fraction, StatusLine } from "./progress.js";
 import { DEFAULT_LIMITS, formatDuration, LIMIT_ENV, type PullLimits } from "./settings.js";
 import type { SerialStore } from "./remotes.js";
 import {
@@ -77,10 +82,21 @@ export interface PullOptions extends FindImageOptions {
   signal?: AbortSignal;
   retries?: number;
   retryBaseMs?: number;
-  /** Limits and ownership rules of the tar unpacker (image/unpack.ts). */
+  /**
+   * Limits and ownership rules of the tar unpacker (image/unpack.ts). A `maxBytes` given here
+   * lowers the decompressed limit further; it never raises it past `maxRatio`.
+   */
   unpack?: Omit<UnpackOptions, "onEntry">;
-  /** Deadline and stall timeout (client/settings.ts); defaults `DEFAULT_LIMITS`. */
+  /** Deadline, stall timeout, decompression ratio, cache cap; defaults `DEFAULT_LIMITS`. */
   limits?: Partial<PullLimits>;
+}
+
+/** The decompressed limit of a tarball is never below this, so tiny images (mostly tar padding) pass. */
+export const MIN_DECOMPRESSED_LIMIT = 1024 * 1024;
+
+/** Bytes a tarball of `size` signed (compressed) bytes may decompress to at `ratio`. */
+export function decompressedLimit(size: number, ratio: number): number {
+  return Math.max(MIN_DECOMPRESSED_LIMIT, Math.floor(size * ratio));
 }
 
 /** The pull ran past its overall deadline. */
@@ -273,10 +289,28 @@ function downloadedOf(got: FetchedImage): number {
   return got.meta.downloaded + (got.root?.downloaded ?? 0);
 }
 
-/** Single pass: download → hash → cache and decompress → unpack into staging; commit after the checks. */
+/**
+ * Single pass: download → hash → cache and decompress → unpack into staging; commit after the
+ * checks. The decompressed bytes are bounded by the signed size (see the module comment).
+ */
 async function pullTarball(ctx: Ctx) {
   const { image, dest } = ctx;
-  const unpacker = TarUnpacker.beside(dest, { ...ctx.opts.unpack, compression: "auto" });
+  const name = image.root ? fileName(image.root.path) : "the root file";
+  const signedSize = image.root?.size ?? 0;
+  const ratio = ctx.limits.maxRatio;
+  const byRatio = decompressedLimit(signedSize, ratio);
+  const maxBytes = Math.min(byRatio, ctx.opts.unpack?.maxBytes ?? Infinity);
+  const unpacker = TarUnpacker.beside(dest, { ...ctx.opts.unpack, maxBytes, compression: "auto" });
+  /** Set when the unpacker stopped the archive at `maxBytes`. */
+  const tooLarge = (): string | null => {
+    const e = unpacker.error;
+    if (!(e instanceof UnpackError) || e.reason !== "TOO_LARGE") return null;
+    const why =
+      maxBytes === Math.floor(signedSize * ratio)
+        ? `${ratio}× its signed size of ${bytes(signedSize)}`
+        : `the limit for a file of ${bytes(signedSize)}`;
+    return `${name} decompresses to more than ${bytes(maxBytes)} (${why})`;
+  };
   try {
     const got = await fetchImage(ctx.stream, image, { ...fetchOpts(ctx), rootSink: unpacker.writable() });
     const sink = unpacker.writable();
@@ -286,7 +320,17 @@ async function pullTarball(ctx: Ctx) {
       unpacked = await unpacker.finish();
     } catch (err) {
       // The file is authentic (its hash matched), but the archive itself is refused.
-      if (err instanceof Error && image.root) err.message = `${fileName(image.root.path)}: ${err.message}`;
+      const bomb = tooLarge();
+      if (bomb) {
+        throw new UnpackError(
+          "TOO_LARGE",
+          `refused: ${bomb}; the partial unpack was removed and nothing was written to ${dest}. ` +
+            `If the image is genuine, allow a higher ratio with --max-ratio N or ${LIMIT_ENV.maxRatio}`,
+          unpacker.error instanceof UnpackError ? unpacker.error.entry : undefined,
+          { cause: err },
+        );
+      }
+      if (err instanceof Error) err.message = `${name}: ${err.message}`;
       throw err;
     }
     await unpacker.commit(dest);
@@ -299,6 +343,11 @@ async function pullTarball(ctx: Ctx) {
     };
   } catch (err) {
     await unpacker.abort();
+    // A forged file that was also a decompression bomb: the hash is the verdict, the bomb a fact worth saying.
+    const bomb = tooLarge();
+    if (bomb && err instanceof VerificationError && !err.message.includes(bomb)) {
+      err.message += `; its content was refused as well while unpacking: ${bomb}`;
+    }
     throw err;
   }
 }

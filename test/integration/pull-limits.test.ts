@@ -1,29 +1,92 @@
 /**
- * `lxhub pull` gives up in time: a download that stalls (a loopback relay in front of the real
- * server holds it) is dropped and resumed, then given up with "stalled: …"; a pull that runs past
- * `--timeout` is stopped. Each time nothing is left at DEST.
+ * `lxhub pull` refuses before it writes: a root tarball that decompresses far beyond its signed
+ * size (an xz bomb: 1 GiB of zeros in ~160 KB) is stopped at `--max-ratio` × that size, whether
+ * its hash is forged (served by a loopback relay in front of the real server) or signed (pushed
+ * to the real server); a download that stalls is dropped and resumed, then given up with
+ * "stalled: …"; a pull that runs past `--timeout` is stopped. Each time nothing is left at DEST.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm, stat } from "node:fs/promises";
+import { spawn } from "node:child_process";
+import { createWriteStream } from "node:fs";
+import { copyFile, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { pipeline } from "node:stream/promises";
 import { after, before, describe, it } from "node:test";
+import { pack as tarPack } from "tar-stream";
 import { buildBusyboxImage, sha256File, type BusyboxImage } from "../support/image-fixture.js";
 import { createToken, lxhubCli, startServer, type RunningServer } from "../support/server.js";
-import { exists, leftovers, TestServer, upstreamSource, envWithRemote } from "./pull-support.js";
+import { exists, leftovers, pullEnv, TestServer, upstreamSource, envWithRemote } from "./pull-support.js";
 
+const MiB = 1024 * 1024;
 const ROOT = "images/busybox/1.36/amd64/default/20240101_0000/rootfs.tar.xz";
 
-describe("lxhub pull gives up in time", { timeout: 10 * 60_000 }, () => {
+/** A tar of `files` × 1 MiB of zeros, xz-compressed (single-threaded, fast preset) into `file`. */
+async function writeXzBomb(file: string, files: number): Promise<void> {
+  const xz = spawn("xz", ["-1", "-T1", "-c"], { stdio: ["pipe", "pipe", "inherit"] });
+  const packer = tarPack();
+  const zeros = Buffer.alloc(MiB);
+  const written = pipeline(xz.stdout, createWriteStream(file));
+  const fed = pipeline(packer, xz.stdin);
+  for (let i = 0; i < files; i++) {
+    await new Promise<void>((resolve, reject) =>
+      packer.entry({ name: `zeros/${String(i).padStart(5, "0")}`, size: MiB, mode: 0o644 }, zeros, (err) =>
+        err ? reject(err) : resolve(),
+      ),
+    );
+  }
+  packer.finalize();
+  await Promise.all([fed, written]);
+}
+
+/** Bytes of files under `dir`'s staging folders (`*.lxhub-partial-*`), now. */
+async function stagedBytes(dir: string): Promise<number> {
+  let total = 0;
+  const walk = async (p: string): Promise<void> => {
+    const entries = await readdir(p, { withFileTypes: true }).catch(() => []);
+    for (const e of entries) {
+      const child = path.join(p, e.name);
+      if (e.isDirectory()) await walk(child);
+      else if (e.isFile()) total += (await lstat(child).catch(() => ({ size: 0 }))).size;
+    }
+  };
+  for (const name of await readdir(dir).catch(() => [])) {
+    if (name.includes(".lxhub-partial-")) await walk(path.join(dir, name));
+  }
+  return total;
+}
+
+/** Samples `stagedBytes(dir)` every few ms until `stop()`, which gives the largest value seen. */
+function watchStaging(dir: string): { stop: () => Promise<number> } {
+  let most = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      most = Math.max(most, await stagedBytes(dir));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      return most;
+    },
+  };
+}
+
+describe("lxhub pull refuses before it writes", { timeout: 10 * 60_000 }, () => {
   let work: string;
   let server: RunningServer;
   let relay: TestServer;
   let image: BusyboxImage;
+  let bomb: string;
+  let bombSize: number;
   let rootSize: number;
 
   const fresh = (): Promise<NodeJS.ProcessEnv> => envWithRemote(work, relay.url);
 
-  /** A DEST path in a folder of its own. */
+  /** A DEST path in a folder of its own (so staging folders beside it can be watched). */
   async function destIn(name: string): Promise<string> {
     const parent = await mkdtemp(path.join(work, `${name}-`));
     return path.join(parent, "dest");
@@ -40,8 +103,22 @@ describe("lxhub pull gives up in time", { timeout: 10 * 60_000 }, () => {
     const token = await createToken(server.dataDir, "admin");
     image = await buildBusyboxImage(path.join(work, "img"), { formats: ["squashfs", "tar.xz"] });
     rootSize = (await stat(image.files["rootfs.tar.xz"] as string)).size;
-    const r = await lxhubCli(["push", server.httpUrl, image.dir, "--token", token]);
-    assert.equal(r.code, 0, r.stderr);
+    bomb = path.join(work, "bomb.tar.xz");
+    await writeXzBomb(bomb, 1024);
+    bombSize = (await stat(bomb)).size;
+    assert.ok(bombSize < rootSize, `the bomb (${bombSize} B) fits in the signed size (${rootSize} B)`);
+
+    // The same bomb, signed: an image whose rootfs.tar.xz is the bomb, pushed as any other.
+    const signed = await buildBusyboxImage(path.join(work, "signed-bomb"), {
+      os: "bomb",
+      release: "1",
+      formats: ["squashfs", "tar.xz"],
+    });
+    await copyFile(bomb, signed.files["rootfs.tar.xz"] as string);
+    for (const img of [image, signed]) {
+      const r = await lxhubCli(["push", server.httpUrl, img.dir, "--token", token]);
+      assert.equal(r.code, 0, r.stderr);
+    }
     relay = new TestServer(upstreamSource(server.httpUrl));
     await relay.start();
   });
@@ -50,6 +127,84 @@ describe("lxhub pull gives up in time", { timeout: 10 * 60_000 }, () => {
     await relay?.stop();
     await server?.stop();
     await rm(work, { recursive: true, force: true });
+  });
+
+  it("a forged root tarball that is an xz bomb: stopped at 64× the signed size while the download lasts, then refused by its hash", async (t) => {
+    const env = await fresh();
+    // The bomb, padded with zeros to the signed size: only its hash differs from what is signed.
+    const forged = Buffer.concat([await readFile(bomb), Buffer.alloc(rootSize - bombSize)]);
+    relay.overrides.set(ROOT, forged);
+    // The sender holds back the last byte, as an attacker may: the unpacker runs ahead of the hash
+    // check for as long as the download lasts (here until the stall timeout resumes it).
+    const held = relay.holdAfter(ROOT, rootSize - 1);
+    const dest = await destIn("forged");
+    const watch = watchStaging(path.dirname(dest));
+    const started = Date.now();
+    try {
+      const r = await lxhubCli(["pull", "t", "busybox/1.36", dest, "--stall-timeout", "3s"], { env });
+      const most = await watch.stop();
+      const limit = Math.max(MiB, rootSize * 64);
+      t.diagnostic(
+        `forged bomb: ${bombSize} B → 1 GiB; signed size ${rootSize} B; limit ${limit} B; ` +
+          `most seen in staging ${most} B; ${Date.now() - started} ms`,
+      );
+      assert.equal(r.code, 1, r.stdout);
+      assert.match(r.stderr, /rootfs\.tar\.xz \(.*\) has sha256 [0-9a-f]{64}, but the products file says/);
+      assert.match(
+        r.stderr,
+        /its content was refused as well while unpacking: rootfs\.tar\.xz decompresses to more than [\d.]+ MiB \(64× its signed size of/,
+      );
+      assert.ok(most <= limit, `at most the limit was written to staging (${most} > ${limit})`);
+      await assertNothingAt(dest);
+    } finally {
+      held.release();
+      relay.overrides.delete(ROOT);
+    }
+  });
+
+  it("a signed xz bomb: refused at 64× its size, nothing at DEST; the ratio flag and env set the cap", async (t) => {
+    const { env } = await pullEnv(work);
+    const base = ["pull", server.httpUrl, "bomb/1", "--no-signature"];
+    const dest = await destIn("signed");
+    const watch = watchStaging(path.dirname(dest));
+    const started = Date.now();
+    const r = await lxhubCli([...base, dest], { env });
+    const most = await watch.stop();
+    const limit = Math.max(MiB, bombSize * 64);
+    t.diagnostic(
+      `signed bomb: ${bombSize} B → 1 GiB; limit ${limit} B; most seen in staging ${most} B; ${Date.now() - started} ms`,
+    );
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(
+      r.stderr,
+      /refused: rootfs\.tar\.xz decompresses to more than [\d.]+ MiB \(64× its signed size of [\d.]+ KiB\); the partial unpack was removed and nothing was written to .*dest\. If the image is genuine, allow a higher ratio with --max-ratio N or LXHUB_MAX_RATIO/,
+    );
+    assert.ok(most <= limit, `at most the limit was written to staging (${most} > ${limit})`);
+    await assertNothingAt(dest);
+
+    // A lower ratio stops it sooner; the flag beats the environment; a malformed value is named.
+    const low = await destIn("signed-low");
+    const r2 = await lxhubCli([...base, low, "--max-ratio", "8"], {
+      env: { ...env, LXHUB_MAX_RATIO: "1000" },
+    });
+    assert.equal(r2.code, 1);
+    assert.match(r2.stderr, /decompresses to more than [\d.]+ MiB \(8× its signed size/);
+    await assertNothingAt(low);
+    const bad = await lxhubCli([...base, await destIn("bad"), "--max-ratio", "lots"], { env });
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /--max-ratio: "lots" is not a ratio of at least 1/);
+    const badEnv = await lxhubCli([...base, await destIn("bad-env")], {
+      env: { ...env, LXHUB_MAX_RATIO: "0.5" },
+    });
+    assert.match(badEnv.stderr, /LXHUB_MAX_RATIO: "0.5" is not a ratio of at least 1/);
+  });
+
+  it("a genuine image unpacks under the default ratio", async () => {
+    const env = await fresh();
+    const dest = await destIn("genuine");
+    const r = await lxhubCli(["pull", "t", "busybox/1.36", dest], { env });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok((await readdir(dest)).includes("bin"));
   });
 
   it("a download that stalls is dropped and resumed where it stopped", async () => {
@@ -119,5 +274,21 @@ describe("lxhub pull gives up in time", { timeout: 10 * 60_000 }, () => {
       env,
     });
     assert.match(bad.stderr, /--timeout: "soon" is not a duration/);
+  });
+});
+
+// Keep the helpers honest: the watcher sees files written into a staging folder.
+describe("watchStaging", () => {
+  it("sees bytes in a staging folder", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "lxhub-watch-"));
+    try {
+      await mkdir(path.join(dir, "dest.lxhub-partial-x", "a"), { recursive: true });
+      await writeFile(path.join(dir, "dest.lxhub-partial-x", "a", "f"), Buffer.alloc(12345));
+      const w = watchStaging(dir);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(await w.stop(), 12345);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
