@@ -24,13 +24,24 @@ interface PullFlags extends TrustFlags {
   timeout?: string;
   stallTimeout?: string;
   maxRatio?: string;
+  cacheMaxSize?: string;
 }
 
 /** The limit flags' names, for messages about a malformed value. */
-const LIMIT_FLAGS = { deadlineMs: "--timeout", stallMs: "--stall-timeout", maxRatio: "--max-ratio" };
+const LIMIT_FLAGS = {
+  deadlineMs: "--timeout",
+  stallMs: "--stall-timeout",
+  maxRatio: "--max-ratio",
+  cacheMaxBytes: "--cache-max-size",
+};
 
 function limitFlags(flags: PullFlags): LimitFlags {
-  return { deadlineMs: flags.timeout, stallMs: flags.stallTimeout, maxRatio: flags.maxRatio };
+  return {
+    deadlineMs: flags.timeout,
+    stallMs: flags.stallTimeout,
+    maxRatio: flags.maxRatio,
+    cacheMaxBytes: flags.cacheMaxSize,
+  };
 }
 
 const repeat = (v: string, prev: string[]): string[] => [...prev, v];
@@ -95,6 +106,10 @@ export function registerPull(program: Command): void {
       "--max-ratio <n>",
       `a tarball may decompress to at most N times its signed size (env ${LIMIT_ENV.maxRatio}; default ${DEFAULT_LIMITS.maxRatio})`,
     )
+    .option(
+      "--cache-max-size <size>",
+      `after the pull, evict the least recently used cached files above this size (e.g. 10G; env ${LIMIT_ENV.cacheMaxBytes}; default 10G)`,
+    )
     .action(async (source: string, alias: string, dest: string, flags: PullFlags) => {
       if (flags.format !== "rootfs" && flags.format !== "lxd") {
         throw new Error(`--format must be rootfs or lxd, not ${flags.format}`);
@@ -123,6 +138,7 @@ export function registerPull(program: Command): void {
         release();
       }
       process.stdout.write(summary(alias, result));
+      if (result.pruneFailure) process.stderr.write(`lxhub: warning: ${result.pruneFailure}\n`);
     });
 
   program
@@ -192,6 +208,11 @@ function summary(alias: string, r: PullResult): string {
       ? `  verified: statement serial ${r.statement.serial} signed by ${r.statement.kid}, documents, file hashes, fingerprint`
       : "  verified: file hashes and fingerprint (no signature checked)",
   ];
+  const evicted = r.pruned?.removed ?? [];
+  if (evicted.length) {
+    const freed = evicted.reduce((n, e) => n + e.size, 0);
+    lines.push(`  cache: removed ${evicted.length} file(s), ${bytes(freed)}, to stay under its size cap`);
+  }
   if (r.format === "lxd") {
     const files = img.root ? `lxd.tar.xz ${r.dest}/${lxdRootName(img.root.ftype)}` : "image.tar.gz";
     lines.push(`  import: lxc image import ${r.dest}/${files}`);

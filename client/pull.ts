@@ -47,10 +47,12 @@ import {
 } from "../image/unpack.js";
 import { unsquashfs } from "../image/squashfs.js";
 import { BlobCache, VerificationError, type FetchProgress, type FetchResult } from "./cache.js";
+import { pruneCache, type PruneReport } from "./cache-prune.js";
 import { bytes, fraction, StatusLine } from "./progress.js";
 import { DEFAULT_LIMITS, formatDuration, LIMIT_ENV, type PullLimits } from "./settings.js";
 import type { SerialStore } from "./remotes.js";
 import {
+  describeError,
   fetchImage,
   fileName,
   findImage,
@@ -87,7 +89,10 @@ export interface PullOptions extends FindImageOptions {
    * lowers the decompressed limit further; it never raises it past `maxRatio`.
    */
   unpack?: Omit<UnpackOptions, "onEntry">;
-  /** Deadline, stall timeout, decompression ratio, cache cap; defaults `DEFAULT_LIMITS`. */
+  /**
+   * Deadline, stall timeout, decompression ratio, and the cache's size cap, kept after each
+   * successful pull (client/cache-prune.ts); defaults `DEFAULT_LIMITS`.
+   */
   limits?: Partial<PullLimits>;
 }
 
@@ -151,6 +156,10 @@ export interface PullResult {
   statement: { kid: string; serial: number } | null;
   /** Tar unpacks only. */
   unpacked?: UnpackStats;
+  /** The cache prune run after the pull (client/cache-prune.ts). */
+  pruned?: PruneReport;
+  /** Why that prune failed, when it did (the pull itself succeeded). */
+  pruneFailure?: string;
 }
 
 /** Name of the root file in a `--format lxd` folder, by ftype. */
@@ -190,11 +199,19 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
   await checkDestination(dest);
   const limits: PullLimits = { ...DEFAULT_LIMITS, ...opts.limits };
   const deadline = withDeadline(limits.deadlineMs, opts.signal);
+  let result: PullResult;
   try {
-    return await pullWithin(opts, format, dest, limits, deadline.signal);
+    result = await pullWithin(opts, format, dest, limits, deadline.signal);
   } finally {
     deadline.clear();
   }
+  // The cap is kept after each pull; DEST is in place by now, so a failure here is only a warning.
+  try {
+    result.pruned = await pruneCache(opts.cacheDir, { maxBytes: limits.cacheMaxBytes });
+  } catch (err) {
+    result.pruneFailure = `could not prune the cache: ${describeError(err)}`;
+  }
+  return result;
 }
 
 async function pullWithin(

@@ -4,11 +4,23 @@
  * its hash is forged (served by a loopback relay in front of the real server) or signed (pushed
  * to the real server); a download that stalls is dropped and resumed, then given up with
  * "stalled: …"; a pull that runs past `--timeout` is stopped. Each time nothing is left at DEST.
+ * And the download cache keeps its size cap after each pull (`lxhub cache list|prune`).
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createWriteStream } from "node:fs";
-import { copyFile, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import {
+  copyFile,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -80,6 +92,7 @@ describe("lxhub pull refuses before it writes", { timeout: 10 * 60_000 }, () => 
   let server: RunningServer;
   let relay: TestServer;
   let image: BusyboxImage;
+  let other: BusyboxImage;
   let bomb: string;
   let bombSize: number;
   let rootSize: number;
@@ -115,7 +128,12 @@ describe("lxhub pull refuses before it writes", { timeout: 10 * 60_000 }, () => 
       formats: ["squashfs", "tar.xz"],
     });
     await copyFile(bomb, signed.files["rootfs.tar.xz"] as string);
-    for (const img of [image, signed]) {
+    other = await buildBusyboxImage(path.join(work, "other"), {
+      os: "other",
+      release: "1",
+      formats: ["squashfs", "tar.xz"],
+    });
+    for (const img of [image, signed, other]) {
       const r = await lxhubCli(["push", server.httpUrl, img.dir, "--token", token]);
       assert.equal(r.code, 0, r.stderr);
     }
@@ -274,6 +292,62 @@ describe("lxhub pull refuses before it writes", { timeout: 10 * 60_000 }, () => 
       env,
     });
     assert.match(bad.stderr, /--timeout: "soon" is not a duration/);
+  });
+
+  it("the cache keeps its size cap after each pull, least recently used first; cache list and prune", async () => {
+    const env = await fresh();
+    const digest = async (img: BusyboxImage, name: string) => sha256File(img.files[name] as string);
+    const [busyRoot, otherRoot] = [
+      await digest(image, "rootfs.tar.xz"),
+      await digest(other, "rootfs.tar.xz"),
+    ];
+    const first = await lxhubCli(["pull", "t", "busybox/1.36", await destIn("cache-1")], { env });
+    assert.equal(first.code, 0, first.stderr);
+    assert.doesNotMatch(first.stdout, /cache: removed/);
+    const list = await lxhubCli(["cache", "list"], { env });
+    assert.equal(list.code, 0, list.stderr);
+    assert.match(list.stdout, new RegExp(`^verified .* sha256:${busyRoot}$`, "m"));
+    assert.match(list.stdout, /^2 file\(s\), .* \(cap 10\.0 GiB\)$/m);
+
+    // Two images do not fit in 1500 KiB: the one used longest ago goes.
+    const second = await lxhubCli(["pull", "t", "other/1", await destIn("cache-2")], {
+      env: { ...env, LXHUB_CACHE_MAX_SIZE: "1500K" },
+    });
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stdout, /cache: removed 2 file\(s\), .* to stay under its size cap/);
+    const after2 = await lxhubCli(["cache", "list"], { env });
+    assert.match(after2.stdout, new RegExp(`sha256:${otherRoot}$`, "m"));
+    assert.doesNotMatch(after2.stdout, new RegExp(busyRoot));
+
+    // Partial downloads: one abandoned two days ago, one from an hour ago.
+    const blobs = path.join(env.XDG_CACHE_HOME as string, "lxhub", "blobs", "sha256");
+    const [abandoned, recent] = [busyRoot, "ab".repeat(32)];
+    for (const [hex, hoursAgo] of [
+      [abandoned, 48],
+      [recent, 1],
+    ] as const) {
+      const file = path.join(blobs, `${hex}.part`);
+      await writeFile(file, Buffer.alloc(1000));
+      const t = new Date(Date.now() - hoursAgo * 3600_000);
+      await utimes(file, t, t);
+    }
+    const prune = await lxhubCli(["cache", "prune"], { env });
+    assert.equal(prune.code, 0, prune.stderr);
+    assert.match(
+      prune.stdout,
+      new RegExp(`^removed .* sha256:${abandoned}  \\(abandoned partial download\\)$`, "m"),
+    );
+    assert.match(prune.stdout, /^removed 1 file\(s\), 1000 B; /m);
+    const none = await lxhubCli(["cache", "prune", "--max-size", "0"], { env });
+    assert.match(none.stdout, new RegExp(`sha256:${otherRoot}  \\(least recently used\\)`));
+    assert.match(
+      none.stdout,
+      /^still 1000 B over the cap: partial downloads in use or kept for a resume are not evicted$/m,
+    );
+    assert.deepEqual(await readdir(blobs), [`${recent}.part`]);
+    const bad = await lxhubCli(["cache", "prune", "--max-size", "lots"], { env });
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /--max-size: "lots" is not a size/);
   });
 });
 
