@@ -153,13 +153,21 @@ describe("lxhub pull refuses before it writes", { timeout: 10 * 60_000 }, () => 
     const forged = Buffer.concat([await readFile(bomb), Buffer.alloc(rootSize - bombSize)]);
     relay.overrides.set(ROOT, forged);
     // The sender holds back the last byte, as an attacker may: the unpacker runs ahead of the hash
-    // check for as long as the download lasts (here until the stall timeout resumes it).
+    // check for as long as the download lasts. It is let go once the unpacker gave up (its
+    // staging folder is gone); the client then resumes, gets the last byte and checks the hash.
     const held = relay.holdAfter(ROOT, rootSize - 1);
     const dest = await destIn("forged");
     const watch = watchStaging(path.dirname(dest));
     const started = Date.now();
     try {
-      const r = await lxhubCli(["pull", "t", "busybox/1.36", dest, "--stall-timeout", "3s"], { env });
+      const pulled = lxhubCli(["pull", "t", "busybox/1.36", dest], { env });
+      await held.reached;
+      while ((await readdir(path.dirname(dest))).some((n) => n.includes(".lxhub-partial-"))) {
+        assert.ok(Date.now() - started < 60_000, "the unpacker stops at the limit");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      held.release();
+      const r = await pulled;
       const most = await watch.stop();
       const limit = Math.max(MiB, rootSize * 64);
       t.diagnostic(
