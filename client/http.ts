@@ -660,11 +660,13 @@ function socketFailure(err: Error, url: URL): string {
 
 /**
  * `err` as a `NetworkError` for a request to `url`: node's socket, DNS, TLS and parser errors
- * get a sentence naming the host (`code` and `cause` keep the original); a `NetworkError`, and
- * anything that is not an `Error`, is returned as it is.
+ * get a sentence naming the host (`code` and `cause` keep the original); a `NetworkError`, a
+ * file-system error (reading an upload's body: it names its `path`), and anything that is not
+ * an `Error`, are returned as they are.
  */
 export function networkError(err: unknown, url: URL | string): unknown {
   if (!(err instanceof Error) || err instanceof NetworkError) return err;
+  if ((err as NodeJS.ErrnoException).path !== undefined) return err;
   const u = typeof url === "string" ? new URL(url) : url;
   const code = (err as NodeJS.ErrnoException).code;
   return new NetworkError(code, socketFailure(err, u), u.href, { cause: err });

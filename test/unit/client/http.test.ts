@@ -523,5 +523,11 @@ describe("HttpClient failures are named in words", () => {
       assert.equal(err.code, code, "the code is kept for retry decisions");
       assert.equal(err.url, url);
     }
+    const fsError = Object.assign(new Error("EACCES: permission denied, open '/x'"), {
+      code: "EACCES",
+      syscall: "open",
+      path: "/x",
+    });
+    assert.equal(networkError(fsError, url), fsError, "a file error is not a network error");
   });
 });
