@@ -1,7 +1,13 @@
 import type { Command } from "commander";
 import { DEFAULT_PART_GRACE_MS, listCache, pruneCache } from "../client/cache-prune.js";
 import { bytes } from "../client/progress.js";
-import { formatDuration, LIMIT_ENV, parseDuration, resolveLimits } from "../client/settings.js";
+import {
+  DEFAULT_LIMITS,
+  formatDuration,
+  LIMIT_ENV,
+  parseDuration,
+  resolveLimits,
+} from "../client/settings.js";
 
 interface PruneFlags {
   maxSize?: string;
@@ -36,7 +42,7 @@ export function registerCache(program: Command): void {
     )
     .option(
       "--max-size <size>",
-      `size cap, e.g. 10G, 500M, 0 for everything not in use (env ${LIMIT_ENV.cacheMaxBytes}; default 10G)`,
+      `size cap, e.g. 10G, 500M, 0 for everything not in use (env ${LIMIT_ENV.cacheMaxBytes}; default ${bytes(DEFAULT_LIMITS.cacheMaxBytes)})`,
     )
     .option(
       "--part-grace <duration>",

@@ -8,7 +8,13 @@ import {
   type PullFormat,
   type PullResult,
 } from "../client/pull.js";
-import { DEFAULT_LIMITS, LIMIT_ENV, resolveLimits, type LimitFlags } from "../client/settings.js";
+import {
+  DEFAULT_LIMITS,
+  formatDuration,
+  LIMIT_ENV,
+  resolveLimits,
+  type LimitFlags,
+} from "../client/settings.js";
 import { resolveTarget, verifyRemote } from "../client/verify.js";
 
 interface TrustFlags {
@@ -96,11 +102,11 @@ export function registerPull(program: Command): void {
     )
     .option(
       "--timeout <duration>",
-      `give up when the whole pull takes longer (e.g. 30m, 12h; 0 = never; env ${LIMIT_ENV.deadlineMs}; default 12h)`,
+      `give up when the whole pull takes longer (e.g. 30m, 12h; 0 = never; env ${LIMIT_ENV.deadlineMs}; default ${formatDuration(DEFAULT_LIMITS.deadlineMs)})`,
     )
     .option(
       "--stall-timeout <duration>",
-      `drop a download that receives nothing this long; it is resumed, then given up (env ${LIMIT_ENV.stallMs}; default 60s)`,
+      `drop a download that receives nothing this long; it is resumed, then given up (env ${LIMIT_ENV.stallMs}; default ${formatDuration(DEFAULT_LIMITS.stallMs)})`,
     )
     .option(
       "--max-ratio <n>",
@@ -108,7 +114,7 @@ export function registerPull(program: Command): void {
     )
     .option(
       "--cache-max-size <size>",
-      `after the pull, evict the least recently used cached files above this size (e.g. 10G; env ${LIMIT_ENV.cacheMaxBytes}; default 10G)`,
+      `after the pull, evict the least recently used cached files above this size (e.g. 10G; env ${LIMIT_ENV.cacheMaxBytes}; default ${bytes(DEFAULT_LIMITS.cacheMaxBytes)})`,
     )
     .action(async (source: string, alias: string, dest: string, flags: PullFlags) => {
       if (flags.format !== "rootfs" && flags.format !== "lxd") {
@@ -155,7 +161,7 @@ export function registerPull(program: Command): void {
     .option("--no-signature", "do not require a signed index (plain simplestreams server)")
     .option(
       "--stall-timeout <duration>",
-      `drop a download that receives nothing this long (env ${LIMIT_ENV.stallMs}; default 60s)`,
+      `drop a download that receives nothing this long (env ${LIMIT_ENV.stallMs}; default ${formatDuration(DEFAULT_LIMITS.stallMs)})`,
     )
     .action(async (source: string, alias: string | undefined, flags: PullFlags) => {
       const { stallMs } = resolveLimits(limitFlags(flags), LIMIT_FLAGS);
@@ -208,10 +214,18 @@ function summary(alias: string, r: PullResult): string {
       ? `  verified: statement serial ${r.statement.serial} signed by ${r.statement.kid}, documents, file hashes, fingerprint`
       : "  verified: file hashes and fingerprint (no signature checked)",
   ];
-  const evicted = r.pruned?.removed ?? [];
-  if (evicted.length) {
-    const freed = evicted.reduce((n, e) => n + e.size, 0);
-    lines.push(`  cache: removed ${evicted.length} file(s), ${bytes(freed)}, to stay under its size cap`);
+  const removed = r.pruned?.removed ?? [];
+  const lru = removed.filter((e) => e.why === "lru");
+  const abandoned = removed.length - lru.length;
+  if (removed.length) {
+    const freed = bytes(lru.reduce((n, e) => n + e.size, 0));
+    const parts = [
+      lru.length
+        ? `evicted ${lru.length} least recently used file(s), ${freed}, to stay under its size cap`
+        : "",
+      abandoned ? `removed ${abandoned} abandoned partial download(s)` : "",
+    ];
+    lines.push(`  cache: ${parts.filter(Boolean).join("; ")}`);
   }
   if (r.format === "lxd") {
     const files = img.root ? `lxd.tar.xz ${r.dest}/${lxdRootName(img.root.ftype)}` : "image.tar.gz";

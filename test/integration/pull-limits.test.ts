@@ -322,7 +322,10 @@ describe("lxhub pull refuses before it writes", { timeout: 10 * 60_000 }, () => 
       env: { ...env, LXHUB_CACHE_MAX_SIZE: "1500K" },
     });
     assert.equal(second.code, 0, second.stderr);
-    assert.match(second.stdout, /cache: removed 2 file\(s\), .* to stay under its size cap/);
+    assert.match(
+      second.stdout,
+      /^  cache: evicted 2 least recently used file\(s\), [\d.]+ [KM]iB, to stay under its size cap$/m,
+    );
     const after2 = await lxhubCli(["cache", "list"], { env });
     assert.match(after2.stdout, new RegExp(`sha256:${otherRoot}$`, "m"));
     assert.doesNotMatch(after2.stdout, new RegExp(busyRoot));
