@@ -114,7 +114,12 @@ export function createApi(deps: ApiDeps): express.Express {
     try {
       await deps.catalog.ping();
       if (!deps.index.generation()) throw new Error("documents not built");
-      res.json({ status: "ready", serial: deps.index.generation()?.serial });
+      const problems = deps.index.problems();
+      res.json({
+        status: "ready",
+        serial: deps.index.generation()?.serial,
+        ...(problems.length ? { problems } : {}),
+      });
     } catch (err) {
       res.status(503).json({ status: "not ready", reason: (err as Error).message });
     }
@@ -209,7 +214,7 @@ export function createApi(deps: ApiDeps): express.Express {
       const key = productKey(req);
       authorize(who(req), "push", productTarget(key));
       const body = parseBody(versionBody, req.body);
-      const r = await deps.publish.putVersion(who(req).subject, key, String(req.params.version), {
+      const r = await deps.publish.putVersion(who(req), key, String(req.params.version), {
         files: body.files.map((f) => ({
           name: f.name,
           ftype: f.ftype,
@@ -229,7 +234,7 @@ export function createApi(deps: ApiDeps): express.Express {
     async (req: Authed, res) => {
       const key = productKey(req);
       authorize(who(req), "delete", productTarget(key));
-      await deps.publish.deleteVersion(who(req).subject, key, String(req.params.version));
+      await deps.publish.deleteVersion(who(req), key, String(req.params.version));
       res.status(204).end();
     },
   );
