@@ -10,6 +10,7 @@
 import fc from "fast-check";
 import { digestOf } from "../support/api.js";
 import {
+  TOKEN_ROLES,
   describeExchanges,
   digestOfText,
   InvariantError,
@@ -495,7 +496,7 @@ export type BodyChoice =
   | { kind: "none" };
 
 const extraFieldsArb = fc.dictionary(
-  fc.constantFrom("version", "files ", "Files", "alias", "__proto__", "x"),
+  fc.constantFrom("version", "files ", "Files", "alias", "__proto__", "x", "move_aliases"),
   fc.jsonValue({ maxDepth: 2 }),
   { minKeys: 1, maxKeys: 2 },
 );
@@ -523,6 +524,7 @@ const twistArb: fc.Arbitrary<Partial<Extract<BodyChoice, { kind: "fields" }>>> =
   releaseTitleArb.map((release_title) => ({ release_title })),
   requirementsArb.map((requirements) => ({ requirements })),
   extraFieldsArb.map((extra) => ({ extra })),
+  fc.constantFrom<unknown>(true, false, "yes", 1, null).map((move) => ({ extra: { move_aliases: move } })),
 );
 
 const twistedFieldsArb: fc.Arbitrary<BodyChoice> = fc
@@ -602,7 +604,11 @@ export interface PublishCase {
 export interface DeleteCase {
   kind: "delete";
   /** A live version (by index; `base` prefers one a delta names as base) or hostile names. */
-  target: { live: number; base: boolean } | { names: FuzzProduct; version: string };
+  target:
+    | { live: number; base: boolean }
+    | { names: FuzzProduct; version: string }
+    /** Every live version of VALID_PRODUCTS[valid], one DELETE each: the product is left without versions. */
+    | { valid: number };
   token: TokenChoice;
 }
 
@@ -678,6 +684,7 @@ export const deleteCaseArb: fc.Arbitrary<DeleteCase> = fc.record({
   kind: fc.constant("delete" as const),
   target: fc.oneof(
     { weight: 3, arbitrary: fc.record({ live: fc.nat({ max: 200 }), base: fc.boolean() }) },
+    { weight: 1, arbitrary: fc.record({ valid: fc.nat({ max: VALID_PRODUCTS.length - 1 }) }) },
     {
       weight: 1,
       arbitrary: fc.record({
@@ -1139,13 +1146,33 @@ export async function runCase(t: FuzzTarget, clock: VersionClock, c: FuzzCase): 
         { method: "PUT", path: r.path, token: tokenOf(t, c.token), body: r.body, headers },
         exchanges,
       );
-      await t.check(before, exchanges, { uploads: false });
+      const body = parsed(r.body);
+      const admin = c.token === "admin";
+      await t.check(before, exchanges, {
+        uploads: false,
+        aliasMovesAllowed: admin && body?.move_aliases === true,
+      });
       if (res.status === 201) await expectServed(t, r.key, r.version, exchanges);
+      if (res.status < 300 && typeof c.token === "string" && !admin && Array.isArray(body?.aliases)) {
+        const outside = body.aliases.filter(
+          (a) => !inPushScope(TOKEN_ROLES[c.token as string] ?? [], String(a)),
+        );
+        if (outside.length)
+          throw violated(
+            `a push token claimed aliases outside its scope: ${JSON.stringify(outside)}`,
+            exchanges,
+          );
+      }
       return;
     }
     case "delete": {
-      let path: string;
-      if ("live" in c.target) {
+      let paths: string[];
+      if ("valid" in c.target) {
+        const key = productOf({ valid: c.target.valid }).key;
+        const live = (await t.live()).filter((v) => sameProduct(v.product, key));
+        paths = live.map((v) => versionUrl(key, "component", v.version));
+        if (!paths.length) paths = [versionUrl(key, "component", "20240101_0000")];
+      } else if ("live" in c.target) {
         const live = await t.live();
         const bases = new Set(live.flatMap((v) => v.deltaBases.map((b) => JSON.stringify([v.product, b]))));
         const pool = c.target.base
@@ -1153,14 +1180,17 @@ export async function runCase(t: FuzzTarget, clock: VersionClock, c: FuzzCase): 
           : [];
         const from = pool.length ? pool : live;
         const v: LiveVersion | undefined = from[c.target.live % Math.max(1, from.length)];
-        path = v
-          ? versionUrl(v.product, "component", v.version)
-          : versionUrl(productOf({ valid: 0 }).key, "component", "20240101_0000");
+        paths = [
+          v
+            ? versionUrl(v.product, "component", v.version)
+            : versionUrl(productOf({ valid: 0 }).key, "component", "20240101_0000"),
+        ];
       } else {
-        path = versionUrl(c.target.names, c.target.names.encoding, c.target.version);
+        paths = [versionUrl(c.target.names, c.target.names.encoding, c.target.version)];
       }
       const before = await t.observe();
-      await t.send({ method: "DELETE", path, token: tokenOf(t, c.token) }, exchanges);
+      for (const path of paths)
+        await t.send({ method: "DELETE", path, token: tokenOf(t, c.token) }, exchanges);
       await t.check(before, exchanges, { uploads: false });
       return;
     }
@@ -1269,6 +1299,28 @@ export async function runCase(t: FuzzTarget, clock: VersionClock, c: FuzzCase): 
       return;
     }
   }
+}
+
+function parsed(body: string | undefined): Record<string, unknown> | null {
+  try {
+    const v: unknown = JSON.parse(body ?? "");
+    return typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Whether a `push:` pattern of these scopes covers an alias, matched as product paths are
+ * (README, "Aliases are matched against push: patterns"): `*` is any run of characters.
+ */
+function inPushScope(scopes: string[], alias: string): boolean {
+  return scopes.some((s) => {
+    if (!s.startsWith("push:")) return false;
+    const glob = s.slice("push:".length);
+    const re = new RegExp(`^${glob.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*")}$`);
+    return re.test(alias);
+  });
 }
 
 /** After a 201, the version is in images.json. */
@@ -1401,6 +1453,11 @@ export const KNOWN_CATALOG_CASES: FuzzCase[] = [
   publishOf(2),
   publishOf(2, [metaFile, squashFile, deltaFile("newest")]),
   { kind: "delete", target: { live: 0, base: true }, token: "admin" },
+  // an alias of a product whose versions were all deleted, taken by another product without
+  // move_aliases: both hold it, and the first can no longer publish (409 ALIAS_CONFLICT)
+  publishOf(1, [metaFile, squashFile], { aliases: ["evil"] }),
+  { kind: "delete", target: { valid: 1 }, token: "admin" },
+  publishOf(2, [metaFile, squashFile], { aliases: ["evil"] }),
   // a path segment that is not valid percent-encoding
   {
     kind: "publish",
