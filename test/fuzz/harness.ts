@@ -13,6 +13,7 @@
  */
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
+import http from "node:http";
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -166,6 +167,7 @@ export function signature(message: string): string {
     .split("\n")[0]!
     .replace(/[0-9a-f]{64}/g, "<hex>")
     .replace(/"(?:[^"\\]|\\.)*"/g, '"…"')
+    .replace(/'[^']*'/g, "'…'")
     .replace(/\d+/g, "N")
     .slice(0, 300);
 }
@@ -366,6 +368,63 @@ export class FuzzTarget {
     return r;
   }
 
+  /**
+   * PATCH with a declared Content-Length of `length` but only 16 bytes sent: the server must
+   * answer (413 before reading, issue 6 "Numbers") within 5 s; no answer is recorded as status 0.
+   */
+  async sendDeclared(
+    path: string,
+    token: string | undefined,
+    length: string,
+    exchanges: Exchange[],
+  ): Promise<void> {
+    this.last = null;
+    const url = new URL(this.base + path);
+    const headers: Record<string, string> = { "content-length": length };
+    if (token) headers.authorization = `Bearer ${token}`;
+    const answer = await new Promise<{ status: number; text: string }>((resolve) => {
+      const req = http.request({
+        host: url.hostname,
+        port: url.port,
+        path: url.pathname,
+        method: "PATCH",
+        headers,
+      });
+      const timer = setTimeout(() => {
+        req.destroy();
+        resolve({ status: 0, text: "no answer within 5 s" });
+      }, 5000);
+      req.on("error", (err) => {
+        clearTimeout(timer);
+        resolve({ status: 0, text: `connection error before an answer: ${err.message}` });
+      });
+      req.on("response", (res) => {
+        let text = "";
+        res.setEncoding("utf8").on("data", (d: string) => (text += d));
+        const done = () => {
+          clearTimeout(timer);
+          req.destroy();
+          resolve({ status: res.statusCode ?? 0, text });
+        };
+        res.on("end", done);
+        res.on("error", done);
+      });
+      req.write(Buffer.alloc(16, 7));
+    });
+    this.stats.requests++;
+    this.stats.status.set(answer.status, (this.stats.status.get(answer.status) ?? 0) + 1);
+    exchanges.push({
+      request: {
+        method: "PATCH",
+        path,
+        token: token ? this.roleOf(token) : undefined,
+        headers: { "content-length": length },
+        body: "<16 bytes, then nothing>",
+      },
+      ...answer,
+    });
+  }
+
   /** The message of the error the server logged for a 5xx (it answers only "internal error"). */
   private async errorLoggedSince(from: number): Promise<string | undefined> {
     for (let i = 0; i < 10; i++) {
@@ -438,6 +497,12 @@ export class FuzzTarget {
     return this.last;
   }
 
+  /** The GET /api/v1/products body of the last observation. */
+  lastProducts(): string {
+    if (!this.last) throw new Error("lastProducts() before observe()");
+    return this.last.products;
+  }
+
   /** Live versions as the served images.json shows them. */
   async live(): Promise<LiveVersion[]> {
     const o = this.last ?? (await this.refresh());
@@ -487,6 +552,7 @@ export class FuzzTarget {
     this.stats.cases++;
     const problems: string[] = [];
     if (exchanges.some((x) => x.status >= 500)) problems.push("a request was answered with a 5xx");
+    if (exchanges.some((x) => x.status === 0)) problems.push("a request got no answer");
     let after: Observation | null = null;
     try {
       after = await this.observe();
