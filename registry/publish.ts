@@ -29,6 +29,8 @@ export interface VersionRequest {
   aliases?: string[];
   releaseTitle?: string;
   requirements?: Record<string, string>;
+  /** An admin takes aliases another product holds, explicitly (`move_aliases` in the API). */
+  moveAliases?: boolean;
 }
 
 export interface PublishedVersion {

@@ -312,7 +312,7 @@ describe("publish API against a real server", () => {
         "an alias with a comma",
         () => put("20240201_0000", { files: files(d2), aliases: ["a,b"] }),
         400,
-        "BAD_REQUEST",
+        "INVALID_ALIAS",
       ],
     ];
 
