@@ -44,15 +44,26 @@ async function run(route: Route, req: Request, res: Response, deps: ApiDeps): Pr
   await route.handle!({ req, res, params, principal, deps });
 }
 
+/** How long a connection whose request body was refused stays half-closed before it is destroyed. */
+const LINGER_MS = 500;
+
 /**
  * An answer given before the request's body was read closes the connection instead of draining
  * the body (Node's default, to keep the connection alive): a refused 1 GiB upload costs a few
- * kilobytes, not 1 GiB of reading.
+ * kilobytes, not 1 GiB of reading. Once the answer is out the socket stops reading and stays
+ * half-closed for LINGER_MS before it is destroyed, so that a client still sending its body
+ * reads the answer instead of a connection reset (Go's net/http does the same).
  */
 function closeIfBodyUnread(req: Request, res: Response): void {
   if (req.complete || !hasBody(req)) return;
+  const socket = req.socket;
   res.set("connection", "close");
-  res.once("finish", () => req.socket.destroy());
+  res.once("finish", () => {
+    // Node ends the socket now and would destroy it as soon as the FIN is out (destroySoon).
+    socket.removeListener("finish", socket.destroy);
+    setImmediate(() => socket.pause());
+    setTimeout(() => socket.destroy(), LINGER_MS).unref();
+  });
 }
 
 /** The publish/admin API on express, composed from the route tables; errors become answers at one boundary. */
