@@ -106,6 +106,8 @@ export function createApi(deps: ApiDeps): express.Express {
       return;
     }
     closeIfBodyUnread(req, res);
+    // RFC 9110 §11.6.1: a 401 names the scheme it wants.
+    if (status === 401) res.set("www-authenticate", 'Bearer realm="lxhub"');
     res.status(status).json(body);
   });
   return app;

@@ -37,7 +37,7 @@ export const tokenRoutes: readonly Route[] = [
     body: "json",
     schema: tokenRequestSchema,
     answers: [201],
-    errors: [],
+    errors: ["INVALID_TEXT"],
     headers: [],
     async handle({ req, res, principal, deps }) {
       const body = await readJson(req, tokenRequestSchema, TOKEN_FIELD_CODES);

@@ -91,7 +91,7 @@ export const uploadRoutes: readonly Route[] = [
       call.res
         .status(201)
         .set({ location: `/blobs/sha256/${blob.digest.slice("sha256:".length)}` })
-        .json(blob);
+        .json({ digest: blob.digest, size: blob.size });
     },
   },
   {
