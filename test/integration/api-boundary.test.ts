@@ -42,6 +42,21 @@ describe("API boundary", () => {
     }
   });
 
+  it("every GET answers HEAD with the same status and no body", async () => {
+    for (const path of [
+      "/healthz",
+      "/readyz",
+      "/api/v1/products",
+      `${PRODUCT}`,
+      `${PRODUCT}/versions/20240101_0000`,
+    ]) {
+      const get = await api(s.httpUrl, "GET", path);
+      const head = await api(s.httpUrl, "HEAD", path);
+      assert.equal(head.status, get.status, path);
+      assert.equal(head.text, "", path);
+    }
+  });
+
   it("path segments that are not names get 400 with the name's code, never a 5xx", async () => {
     const long = "a".repeat(300);
     const cases: [string, string, string][] = [
