@@ -2,10 +2,11 @@ import { createHash } from "node:crypto";
 import { gzipSync } from "node:zlib";
 import { buildDocuments } from "../simplestreams/builder.js";
 import type { StreamProduct, StreamFile, PublishableFtype, RootFtype } from "../simplestreams/types.js";
+import type { StreamValidationError } from "../simplestreams/errors.js";
 import { signStatement } from "../signing/statement.js";
 import type { Keyring } from "../signing/keyring.js";
 import type { Catalog } from "../storage/catalog/catalog.js";
-import { imageFilePath } from "./paths.js";
+import { imageFilePath, productId } from "./paths.js";
 
 /** A document served from memory, with everything a response needs precomputed. */
 export interface ServedDocument {
@@ -38,81 +39,168 @@ function served(body: Buffer, contentType: string): ServedDocument {
   return { body, gzip: gzipSync(body, { level: 9 }), etag: `"${sha256}"`, sha256, contentType };
 }
 
+/** The catalog's records as the documents are built from them (Catalog.snapshot). */
+export type CatalogState = Awaited<ReturnType<Catalog["snapshot"]>>;
+
+/** A write to the catalog that goes through the publish pipeline (see IndexService.change). */
+export interface CatalogChange<T> {
+  /** The catalog as it will be once `commit` ran, from the catalog as it is. */
+  apply(state: CatalogState): CatalogState;
+  /** What the change publishes: any rule broken there refuses the change (validate.ts `blame`). */
+  blame?: { product: string; version?: string };
+  /** Writes the change in one transaction; runs only once the new documents built. */
+  commit(): Promise<T>;
+}
+
+/** A served file path (deleted versions included: pitfall 18) → blob. */
+type FileMap = Map<string, { digest: string; size: number }>;
+
 /**
- * Builds the simplestreams documents from the catalog, signs a statement over them and swaps
- * the whole generation in at once. Files are always in the blob store before the catalog names
- * them, so a generation never names a missing file.
+ * The catalog as the document builder takes it: live versions only, and no delta whose base
+ * version was deleted (deleting a base takes its deltas out of the documents; the versions keep
+ * their full files). A delta naming a version that never existed stays, for the validator. Records every file path ever published into `files`.
+ */
+export function streamProducts(
+  state: CatalogState,
+  files: FileMap,
+  /** The version being published keeps every delta it names, so the validator sees them all. */
+  blame?: { product: string; version?: string },
+): StreamProduct[] {
+  const products: StreamProduct[] = [];
+  for (const { product, versions } of state) {
+    const deleted = new Set(versions.filter((v) => v.deletedAt).map((v) => v.name));
+    const blamed = blame?.product === productId(product) ? blame.version : undefined;
+    const live: StreamProduct["versions"] = [];
+    for (const v of versions) {
+      const streamFiles: StreamFile[] = [];
+      for (const i of v.items) {
+        const path = imageFilePath(product, v.name, i.name);
+        files.set(path, { digest: i.digest, size: i.size });
+        if (i.deltaBase && deleted.has(i.deltaBase) && v.name !== blamed) continue;
+        const f: StreamFile = {
+          name: i.name,
+          ftype: i.ftype as PublishableFtype,
+          path,
+          sha256: i.digest.slice("sha256:".length),
+          size: i.size,
+        };
+        if (i.combined && Object.keys(i.combined).length)
+          f.combined = i.combined as Partial<Record<RootFtype, string>>;
+        if (i.deltaBase) f.deltaBase = i.deltaBase;
+        streamFiles.push(f);
+      }
+      if (!v.deletedAt) live.push({ name: v.name, files: streamFiles });
+    }
+    if (!live.length) continue;
+    products.push({
+      os: product.os,
+      release: product.release,
+      arch: product.arch,
+      variant: product.variant,
+      releaseTitle: product.releaseTitle,
+      aliases: product.aliases,
+      requirements: product.requirements,
+      versions: live,
+    });
+  }
+  return products;
+}
+
+/**
+ * The publish pipeline's last three steps and the documents it serves. Every write to what the
+ * documents show goes through `change`: **build** the documents from the catalog as it will be
+ * (one rule set, validate.ts), refuse the change if it breaks a rule, **commit** it, then sign and
+ * **swap** the new generation in as a whole, so readers see the old one or the new one and never
+ * an index that names a missing file (files are in the blob store before the catalog names them).
+ *
+ * Builds are lenient about what is already in the catalog: a record that today's rules refuse
+ * (written by an older version, or by hand) is left out of the documents and reported through
+ * `problems()`, so start-up and re-signing never depend on catalog content.
  */
 export class IndexService {
   private current: Generation | null = null;
-  private building: Promise<Generation> | null = null;
+  private lock: Promise<unknown> = Promise.resolve();
+  private currentProblems: string[] = [];
 
   constructor(
     private readonly catalog: Catalog,
     private readonly keyring: Keyring,
-    private readonly opts: { statementTtlSeconds: number; issuer: string },
+    private readonly opts: {
+      statementTtlSeconds: number;
+      issuer: string;
+      /** Told once about each record a build leaves out (until it is fixed). */
+      onProblem?: (problem: string) => void;
+    },
   ) {}
 
   generation(): Generation | null {
     return this.current;
   }
 
-  /**
-   * Rebuild from the catalog. Concurrent callers share one build; a call made while a build
-   * runs triggers exactly one more, so every committed change is in the generation it awaits.
-   */
-  async rebuild(): Promise<Generation> {
-    if (this.building) {
-      await this.building.catch(() => undefined);
-      return this.rebuild();
-    }
-    this.building = this.build();
-    try {
-      return await this.building;
-    } finally {
-      this.building = null;
-    }
+  /** Records the last build left out, in words; empty when the whole catalog is served. */
+  problems(): readonly string[] {
+    return this.currentProblems;
   }
 
-  private async build(): Promise<Generation> {
-    const snapshot = await this.catalog.snapshot();
-    const products: StreamProduct[] = [];
-    const files = new Map<string, { digest: string; size: number }>();
-    for (const { product, versions } of snapshot) {
-      const live: StreamProduct["versions"] = [];
-      for (const v of versions) {
-        const streamFiles: StreamFile[] = v.items.map((i) => {
-          const path = imageFilePath(product, v.name, i.name);
-          files.set(path, { digest: i.digest, size: i.size });
-          const f: StreamFile = {
-            name: i.name,
-            ftype: i.ftype as PublishableFtype,
-            path,
-            sha256: i.digest.slice("sha256:".length),
-            size: i.size,
-          };
-          if (Object.keys(i.combined).length) f.combined = i.combined as Partial<Record<RootFtype, string>>;
-          if (i.deltaBase) f.deltaBase = i.deltaBase;
-          return f;
-        });
-        if (!v.deletedAt) live.push({ name: v.name, files: streamFiles });
-      }
-      if (!live.length) continue;
-      products.push({
-        os: product.os,
-        release: product.release,
-        arch: product.arch,
-        variant: product.variant,
-        releaseTitle: product.releaseTitle,
-        aliases: product.aliases,
-        requirements: product.requirements,
-        versions: live,
-      });
-    }
-    const now = new Date();
-    const docs = buildDocuments(products, { updated: now });
+  /** Builds, changes and swaps run one at a time, so a generation never goes back in time. */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lock.then(fn, fn);
+    this.lock = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Rebuild and re-sign from the catalog as it is (start-up, re-signing timer). */
+  rebuild(): Promise<Generation> {
+    return this.exclusive(async () => {
+      const built = this.build(await this.catalog.snapshot());
+      return this.swap(built);
+    });
+  }
+
+  /**
+   * Build → commit → swap. Throws the `StreamValidationError` of a rule the change breaks
+   * (nothing is committed then); otherwise commits, swaps in the new generation and returns
+   * what `commit` returned.
+   */
+  change<T>(c: CatalogChange<T>): Promise<T> {
+    return this.exclusive(async () => {
+      const built = this.build(c.apply(await this.catalog.snapshot()), c.blame);
+      const refused = built.dropped.find(
+        (d) =>
+          c.blame !== undefined &&
+          d.location.product === c.blame.product &&
+          (d.location.version === undefined || d.location.version === c.blame.version),
+      );
+      if (refused) throw refused;
+      const result = await c.commit();
+      await this.swap(built);
+      return result;
+    });
+  }
+
+  private build(
+    state: CatalogState,
+    blame?: { product: string; version?: string },
+  ): { docs: Map<string, Buffer>; files: FileMap; dropped: StreamValidationError[]; builtAt: Date } {
+    const files: FileMap = new Map();
+    const dropped: StreamValidationError[] = [];
+    const builtAt = new Date();
+    const docs = buildDocuments(streamProducts(state, files, blame), {
+      updated: builtAt,
+      onDrop: (p) => dropped.push(p),
+      blame,
+    });
+    return { docs: docs.files, files, dropped, builtAt };
+  }
+
+  private async swap(built: {
+    docs: Map<string, Buffer>;
+    files: FileMap;
+    dropped: StreamValidationError[];
+    builtAt: Date;
+  }): Promise<Generation> {
     const documents = new Map<string, ServedDocument>();
-    for (const [p, body] of docs.files) documents.set(p, served(body, "application/json"));
+    for (const [p, body] of built.docs) documents.set(p, served(body, "application/json"));
     const serial = await this.catalog.nextCounter("statement_serial");
     const jws = await signStatement(this.keyring, {
       documents: [...documents.entries()].map(([p, d]) => ({
@@ -121,7 +209,7 @@ export class IndexService {
         size: d.body.length,
       })),
       serial,
-      issuedAt: now,
+      issuedAt: built.builtAt,
       ttlSeconds: this.opts.statementTtlSeconds,
       issuer: this.opts.issuer,
     });
@@ -130,8 +218,12 @@ export class IndexService {
       JWKS_PATH,
       served(Buffer.from(JSON.stringify(this.keyring.jwks(), null, 1) + "\n"), "application/json"),
     );
-    const gen: Generation = { serial, builtAt: now, documents, files };
+    const gen: Generation = { serial, builtAt: built.builtAt, documents, files: built.files };
     this.current = gen; // the swap: one reference assignment
+    const problems = built.dropped.map((d) => d.message);
+    const known = new Set(this.currentProblems);
+    for (const p of problems) if (!known.has(p)) this.opts.onProblem?.(p);
+    this.currentProblems = problems;
     return gen;
   }
 }

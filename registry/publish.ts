@@ -2,20 +2,23 @@ import { createHash, type Hash } from "node:crypto";
 import { pipeline } from "node:stream/promises";
 import { Writable } from "node:stream";
 import { canonicalArch } from "../simplestreams/arch.js";
-import { isValidVersionKey } from "../simplestreams/version.js";
-import {
-  META_FTYPES,
-  PUBLISHABLE_FTYPES,
-  ROOT_FTYPES,
-  type PublishableFtype,
-  type RootFtype,
-} from "../simplestreams/types.js";
+import { StreamValidationError, type StreamRule } from "../simplestreams/errors.js";
+import { DIGEST_PATTERN, nameProblem } from "../simplestreams/names.js";
+import { META_FTYPES, ROOT_FTYPES, type PublishableFtype, type RootFtype } from "../simplestreams/types.js";
+import { checkProductFields, checkVersionShape } from "../simplestreams/validate.js";
 import { readImageMetadata } from "../image/metadata.js";
 import type { BlobStore } from "../storage/blobs/store.js";
-import type { Catalog, ItemRecord, ProductKey, VersionRecord } from "../storage/catalog/catalog.js";
-import { LxhubError } from "./errors.js";
+import type {
+  Catalog,
+  ItemRecord,
+  ProductKey,
+  ProductRecord,
+  VersionRecord,
+} from "../storage/catalog/catalog.js";
+import { LxhubError, type ErrorCode } from "./errors.js";
 import type { IndexService } from "./indexer.js";
-import { imageFilePath, productId } from "./paths.js";
+import { imageFilePath, productId, productTarget } from "./paths.js";
+import { allows } from "./tokens.js";
 
 export interface FileSpec {
   name: string;
@@ -29,8 +32,14 @@ export interface VersionRequest {
   aliases?: string[];
   releaseTitle?: string;
   requirements?: Record<string, string>;
-  /** An admin takes aliases another product holds, explicitly (`move_aliases` in the API). */
+  /** Admin only: take aliases that other products of the same architecture hold (audited). */
   moveAliases?: boolean;
+}
+
+/** Who publishes: the token's subject (for the audit log) and its scopes (for aliases). */
+export interface Actor {
+  subject: string;
+  scopes: string[];
 }
 
 export interface PublishedVersion {
@@ -43,28 +52,50 @@ export interface PublishedVersion {
   fingerprints: Record<string, string>;
 }
 
-const SEGMENT_RE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/;
-const FILE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-const ALIAS_RE = /^[A-Za-z0-9][A-Za-z0-9._:/+-]{0,127}$/;
 /** Metadata tarballs are small (LXD caps metadata.yaml at 1 MiB); a bigger one is refused. */
 const MAX_META_BYTES = 64 * 1024 * 1024;
 
-/** Validate a product key from a request; the arch must be one LXD 5.0.2 knows (pitfall 9). */
+/** The API's code for each rule of the one rule set (simplestreams/validate.ts). */
+const RULE_CODES: Record<StreamRule, ErrorCode> = {
+  name: "INVALID_NAME",
+  text: "INVALID_TEXT",
+  alias: "INVALID_ALIAS",
+  "alias-conflict": "ALIAS_CONFLICT",
+  requirement: "INVALID_REQUIREMENT",
+  file: "INVALID_FILES",
+  delta: "INVALID_DELTA",
+  "duplicate-image": "DUPLICATE_IMAGE",
+  options: "INTERNAL",
+};
+
+/** A broken rule as the API answers it: the rule's code and the validator's words. */
+export function ruleError(err: StreamValidationError): LxhubError {
+  return new LxhubError(RULE_CODES[err.rule], err.message, { rule: err.rule });
+}
+
+/** Run a check of the rule set; a broken rule becomes the API error naming it. */
+function checked<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw err instanceof StreamValidationError ? ruleError(err) : err;
+  }
+}
+
+/** Validate a product key from a request with the name grammar; the arch must be one LXD 5.0.2 knows (pitfall 9). */
 export function checkProductKey(p: ProductKey): void {
   for (const part of ["os", "release", "variant"] as const) {
-    if (!SEGMENT_RE.test(p[part])) {
-      throw new LxhubError(
-        "INVALID_PRODUCT",
-        `product ${part} ${JSON.stringify(p[part])} must match ${SEGMENT_RE}`,
-      );
-    }
+    const problem = nameProblem(part, p[part]);
+    if (problem) throw new LxhubError("INVALID_PRODUCT", `product ${problem}`);
   }
-  if (!SEGMENT_RE.test(p.arch) || !canonicalArch(p.arch)) {
-    throw new LxhubError(
-      "UNKNOWN_ARCH",
-      `unknown architecture ${JSON.stringify(p.arch)} (use e.g. amd64, arm64)`,
-    );
-  }
+  const archProblem = nameProblem("arch", p.arch);
+  if (archProblem) throw new LxhubError("UNKNOWN_ARCH", archProblem);
+}
+
+/** Validate a version key from a request with the name grammar. */
+export function checkVersionKey(version: string): void {
+  const problem = nameProblem("version", version);
+  if (problem) throw new LxhubError("INVALID_VERSION", problem);
 }
 
 export function toView(product: ProductKey, v: VersionRecord): PublishedVersion {
@@ -86,8 +117,12 @@ export function toView(product: ProductKey, v: VersionRecord): PublishedVersion 
 }
 
 /**
- * Publishing: validate a version, record it in one transaction and swap in new documents.
- * Versions are immutable; the same (metadata, root) pair is never published twice (pitfall 29).
+ * Publishing, one pipeline for every write the documents show: **validate** the request with
+ * the one rule set (simplestreams/validate.ts) before any blob is read, **build** the documents
+ * from the catalog as it will be, **commit** in one transaction, **swap** in the signed documents
+ * (IndexService.change). A request that breaks a rule is answered with the rule's code and
+ * changes nothing. Versions are immutable; the same (metadata, root) pair is never published
+ * twice (pitfall 29), deleted versions included.
  */
 export class PublishService {
   private queue: Promise<unknown> = Promise.resolve();
@@ -96,6 +131,7 @@ export class PublishService {
     private readonly catalog: Catalog,
     private readonly blobs: BlobStore,
     private readonly index: IndexService,
+    private readonly opts: { maxMetadataBytes?: number } = {},
   ) {}
 
   /** Publishes run one at a time in this process, so checks and inserts see each other. */
@@ -106,31 +142,26 @@ export class PublishService {
   }
 
   async putVersion(
-    actor: string,
+    actor: Actor,
     key: ProductKey,
     version: string,
     req: VersionRequest,
   ): Promise<{ created: boolean; version: PublishedVersion }> {
+    // 1. Validate the request on its own: names, file shapes, aliases, requirements, title.
     checkProductKey(key);
-    if (!isValidVersionKey(version)) {
-      throw new LxhubError(
-        "INVALID_VERSION",
-        `version ${JSON.stringify(version)} must start with a date YYYYMMDD (e.g. 20240101_0000) and use [0-9A-Za-z_.:-]`,
-      );
-    }
+    checkVersionKey(version);
     const files = this.checkFiles(req.files);
-    const aliases = req.aliases ?? [];
-    for (const a of aliases) {
-      if (!ALIAS_RE.test(a)) {
-        throw new LxhubError(
-          "BAD_REQUEST",
-          `alias ${JSON.stringify(a)} must match ${ALIAS_RE} (no commas or spaces)`,
-        );
-      }
-    }
-    const requirements = req.requirements ?? {};
-    for (const [k, v] of Object.entries(requirements)) {
-      if (typeof v !== "string") throw new LxhubError("BAD_REQUEST", `requirement ${k} must be a string`);
+    const pid = productId(key);
+    checked(() =>
+      checkProductFields({
+        ...key,
+        releaseTitle: req.releaseTitle ?? key.release,
+        aliases: req.aliases ?? [],
+        requirements: req.requirements ?? {},
+      }),
+    );
+    if (req.moveAliases && !actor.scopes.includes("admin")) {
+      throw new LxhubError("FORBIDDEN", "only an admin token may move aliases between products");
     }
     const contentDigest =
       "sha256:" +
@@ -146,31 +177,24 @@ export class PublishService {
           if (existing.deletedAt) {
             throw new LxhubError(
               "VERSION_DELETED",
-              `version ${version} of ${productId(key)} was deleted; names are never reused`,
+              `version ${version} of ${pid} was deleted; names are never reused`,
             );
           }
           if (existing.contentDigest === contentDigest)
             return { created: false, version: toView(product, existing) };
           throw new LxhubError(
             "VERSION_CONFLICT",
-            `version ${version} of ${productId(key)} is already published with other files; versions are immutable`,
+            `version ${version} of ${pid} is already published with other files; versions are immutable`,
           );
         }
       }
+      const aliases = req.aliases ?? (product ? product.aliases : []);
+      this.checkAliasAuthority(actor, key, aliases, product?.aliases ?? []);
+
+      // 2. What the request names must exist and agree with the product.
       const items = await this.resolveItems(files);
-      const meta = items.find((i) => (META_FTYPES as readonly string[]).includes(i.ftype));
-      if (!meta)
-        throw new LxhubError("INVALID_FILES", "a version needs a metadata tarball (ftype lxd.tar.xz)");
+      const meta = items.find((i) => (META_FTYPES as readonly string[]).includes(i.ftype)) as ItemRecord;
       await this.checkMetadata(meta, key);
-      for (const d of items.filter((i) => i.deltaBase)) {
-        const base = product ? await this.catalog.getVersion(product.id, d.deltaBase ?? "") : null;
-        if (!base || base.deletedAt) {
-          throw new LxhubError(
-            "INVALID_FILES",
-            `delta ${d.name} names base version ${d.deltaBase}, which is not published`,
-          );
-        }
-      }
       const roots = items.filter((i) => (ROOT_FTYPES as readonly string[]).includes(i.ftype));
       meta.combined = await this.fingerprints(meta, roots);
       const pairs = roots.map((r) => ({
@@ -189,109 +213,172 @@ export class PublishService {
           );
         }
       }
-      await this.checkAliases(key, aliases);
 
-      await this.catalog.transaction(async (tx) => {
-        const productIdNum = await this.catalog.upsertProduct(tx, {
-          ...key,
-          releaseTitle: req.releaseTitle ?? product?.releaseTitle ?? key.release,
-          aliases: req.aliases ?? product?.aliases ?? [],
-          requirements: req.requirements ?? product?.requirements ?? {},
-        });
-        for (const i of items) await this.catalog.recordBlob(i.digest, i.size, tx);
-        const versionId = await this.catalog.insertVersion(tx, {
-          productId: productIdNum,
-          name: version,
-          createdBy: actor,
-          contentDigest,
-          items,
-        });
-        await this.catalog.insertPairs(tx, versionId, pairs);
-        await this.catalog.audit(
-          {
-            actor,
-            action: "version.publish",
-            target: `${productId(key)}@${version}`,
-            detail: {
-              files: items.map((i) => ({ name: i.name, digest: i.digest })),
-              fingerprints: meta.combined,
-            },
+      const fields = {
+        releaseTitle: req.releaseTitle ?? product?.releaseTitle ?? key.release,
+        aliases,
+        requirements: req.requirements ?? product?.requirements ?? {},
+      };
+      const createdAt = new Date().toISOString();
+      const moved = req.moveAliases ? await this.aliasesToMove(key, aliases) : [];
+
+      // 3–5. Build the documents as they will be, commit, swap.
+      try {
+        await this.index.change({
+          blame: { product: pid, version },
+          apply: (state) => {
+            const next = state.map((e) => {
+              const move = moved.find((m) => m.product.id === e.product.id);
+              return move ? { ...e, product: { ...e.product, aliases: move.keep } } : e;
+            });
+            const draft = {
+              id: -1,
+              productId: product?.id ?? -1,
+              name: version,
+              createdAt,
+              createdBy: actor.subject,
+              deletedAt: null,
+              contentDigest,
+              items,
+            };
+            const at = next.findIndex((e) => productId(e.product) === pid);
+            if (at >= 0) {
+              const e = next[at]!;
+              next[at] = { product: { ...e.product, ...fields }, versions: [...e.versions, draft] };
+            } else {
+              const record = { id: -1, ...key, ...fields, createdAt, updatedAt: createdAt };
+              next.push({ product: record, versions: [draft] });
+            }
+            return next;
           },
-          tx,
-        );
-      });
-      await this.index.rebuild();
+          commit: () =>
+            this.catalog.transaction(async (tx) => {
+              for (const m of moved) {
+                await this.catalog.setProductAliases(tx, m.product.id, m.keep);
+                await this.catalog.audit(
+                  {
+                    actor: actor.subject,
+                    action: "alias.move",
+                    target: pid,
+                    detail: { from: productId(m.product), aliases: m.taken },
+                  },
+                  tx,
+                );
+              }
+              const productIdNum = await this.catalog.upsertProduct(tx, { ...key, ...fields });
+              for (const i of items) await this.catalog.recordBlob(i.digest, i.size, tx);
+              const versionId = await this.catalog.insertVersion(tx, {
+                productId: productIdNum,
+                name: version,
+                createdBy: actor.subject,
+                contentDigest,
+                items,
+              });
+              await this.catalog.insertPairs(tx, versionId, pairs);
+              await this.catalog.audit(
+                {
+                  actor: actor.subject,
+                  action: "version.publish",
+                  target: `${pid}@${version}`,
+                  detail: {
+                    files: items.map((i) => ({ name: i.name, digest: i.digest })),
+                    fingerprints: meta.combined,
+                  },
+                },
+                tx,
+              );
+            }),
+        });
+      } catch (err) {
+        throw err instanceof StreamValidationError ? ruleError(err) : err;
+      }
       const saved = await this.catalog.getVersion((await this.catalog.getProduct(key))!.id, version);
       if (!saved) throw new LxhubError("INTERNAL", "version vanished after publishing");
       return { created: true, version: toView(key, saved) };
     });
   }
 
-  async deleteVersion(actor: string, key: ProductKey, version: string): Promise<void> {
+  /** Withdraw a version from the documents, through the same pipeline (deltas based on it leave with it). */
+  async deleteVersion(actor: Actor, key: ProductKey, version: string): Promise<void> {
+    checkProductKey(key);
+    checkVersionKey(version);
     return this.serial(async () => {
       const product = await this.catalog.getProduct(key);
       const v = product ? await this.catalog.getVersion(product.id, version) : null;
       if (!product || !v || v.deletedAt) {
         throw new LxhubError("NOT_FOUND", `no version ${version} of ${productId(key)}`);
       }
-      await this.catalog.transaction(async (tx) => {
-        await this.catalog.markVersionDeleted(tx, v.id, actor);
-        await this.catalog.audit(
-          { actor, action: "version.delete", target: `${productId(key)}@${version}` },
-          tx,
-        );
+      const deletedAt = new Date().toISOString();
+      await this.index.change({
+        apply: (state) =>
+          state.map((e) =>
+            e.product.id !== product.id
+              ? e
+              : { ...e, versions: e.versions.map((x) => (x.id === v.id ? { ...x, deletedAt } : x)) },
+          ),
+        commit: () =>
+          this.catalog.transaction(async (tx) => {
+            await this.catalog.markVersionDeleted(tx, v.id, actor.subject);
+            await this.catalog.audit(
+              { actor: actor.subject, action: "version.delete", target: `${productId(key)}@${version}` },
+              tx,
+            );
+          }),
       });
-      await this.index.rebuild();
     });
   }
 
+  /**
+   * Aliases are authority: a token may add only aliases that its push scopes cover, matched as
+   * the product path is (registry/tokens.ts `allows`); aliases the product already holds stay.
+   */
+  private checkAliasAuthority(actor: Actor, key: ProductKey, aliases: string[], held: string[]): void {
+    const outside = aliases.filter((a) => !held.includes(a) && !allows(actor.scopes, "push", a));
+    if (outside.length) {
+      throw new LxhubError(
+        "ALIAS_FORBIDDEN",
+        `token scopes ${actor.scopes.join(" ")} do not cover alias ${outside.map((a) => JSON.stringify(a)).join(", ")} of ${productTarget(key)}: an alias must match a push scope pattern as a product path does`,
+        { aliases: outside },
+      );
+    }
+  }
+
+  /** Products of the same architecture that hold any of `aliases` now, and what they keep. */
+  private async aliasesToMove(
+    key: ProductKey,
+    aliases: string[],
+  ): Promise<{ product: ProductRecord; keep: string[]; taken: string[] }[]> {
+    const arch = canonicalArch(key.arch);
+    const out: { product: ProductRecord; keep: string[]; taken: string[] }[] = [];
+    for (const other of await this.catalog.listProducts()) {
+      if (productId(other) === productId(key) || canonicalArch(other.arch) !== arch) continue;
+      if (!Array.isArray(other.aliases)) continue;
+      const taken = other.aliases.filter((a) => aliases.includes(a));
+      if (taken.length)
+        out.push({ product: other, keep: other.aliases.filter((a) => !taken.includes(a)), taken });
+    }
+    return out;
+  }
+
+  /** The files by shape (validate.ts), plus publishing's own rule: a metadata tarball and a root file. */
   private checkFiles(files: FileSpec[]): (FileSpec & { ftype: PublishableFtype })[] {
     if (!Array.isArray(files) || files.length < 2) {
       throw new LxhubError("INVALID_FILES", "a version needs a metadata tarball and at least one root file");
     }
-    const names = new Set<string>();
-    const ftypes = new Set<string>();
-    const out: (FileSpec & { ftype: PublishableFtype })[] = [];
+    checked(() => checkVersionShape({}, files));
     for (const f of files) {
-      if (typeof f?.name !== "string" || !FILE_NAME_RE.test(f.name)) {
-        throw new LxhubError(
-          "INVALID_FILES",
-          `file name ${JSON.stringify(f?.name)} must match ${FILE_NAME_RE}`,
-        );
-      }
-      if (!(PUBLISHABLE_FTYPES as readonly string[]).includes(f.ftype)) {
-        throw new LxhubError(
-          "INVALID_FILES",
-          `file ${f.name}: unknown ftype ${JSON.stringify(f.ftype)} (known: ${PUBLISHABLE_FTYPES.join(", ")})`,
-        );
-      }
-      if (typeof f.digest !== "string" || !/^sha256:[0-9a-f]{64}$/.test(f.digest)) {
+      if (typeof f.digest !== "string" || !DIGEST_PATTERN.test(f.digest)) {
         throw new LxhubError("INVALID_FILES", `file ${f.name}: digest must be sha256:<64 lower-case hex>`);
       }
-      const isDelta = f.ftype.endsWith(".vcdiff");
-      if (isDelta !== (typeof f.deltaBase === "string")) {
-        throw new LxhubError("INVALID_FILES", `file ${f.name}: delta files, and only they, need delta_base`);
-      }
-      if (f.deltaBase !== undefined && !isValidVersionKey(f.deltaBase)) {
-        throw new LxhubError(
-          "INVALID_FILES",
-          `file ${f.name}: delta_base ${JSON.stringify(f.deltaBase)} is not a version key`,
-        );
-      }
-      if (names.has(f.name)) throw new LxhubError("INVALID_FILES", `file name ${f.name} given twice`);
-      const role = (META_FTYPES as readonly string[]).includes(f.ftype) ? "metadata" : f.ftype;
-      if (ftypes.has(role))
-        throw new LxhubError("INVALID_FILES", `more than one ${role} file in one version`);
-      names.add(f.name);
-      ftypes.add(role);
-      out.push({ ...f, ftype: f.ftype as PublishableFtype });
     }
-    if (!ftypes.has("metadata"))
+    if (!files.some((f) => (META_FTYPES as readonly string[]).includes(f.ftype)))
       throw new LxhubError("INVALID_FILES", "a version needs a metadata tarball (ftype lxd.tar.xz)");
-    if (!ROOT_FTYPES.some((r) => ftypes.has(r))) {
+    if (!files.some((f) => (ROOT_FTYPES as readonly string[]).includes(f.ftype))) {
       throw new LxhubError("INVALID_FILES", `a version needs a root file (one of ${ROOT_FTYPES.join(", ")})`);
     }
-    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return [...files]
+      .map((f) => ({ ...f, ftype: f.ftype as PublishableFtype }))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   private async resolveItems(files: (FileSpec & { ftype: PublishableFtype })[]): Promise<ItemRecord[]> {
@@ -365,22 +452,6 @@ export class PublishService {
       out[r.ftype as RootFtype] = h.digest("hex");
     }
     return out;
-  }
-
-  private async checkAliases(key: ProductKey, aliases: string[]): Promise<void> {
-    if (!aliases.length) return;
-    const arch = canonicalArch(key.arch);
-    for (const other of await this.catalog.listProducts()) {
-      if (productId(other) === productId(key) || canonicalArch(other.arch) !== arch) continue;
-      const clash = other.aliases.filter((a) => aliases.includes(a));
-      if (clash.length) {
-        throw new LxhubError(
-          "ALIAS_CONFLICT",
-          `alias ${clash.join(", ")} already belongs to ${productId(other)} for the same architecture`,
-          { product: productId(other), aliases: clash },
-        );
-      }
-    }
   }
 }
 

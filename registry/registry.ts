@@ -16,6 +16,8 @@ export interface RegistryOptions {
   uploadTtlSeconds: number;
   maxBlobBytes: number;
   issuer: string;
+  /** Told once about each catalog record the documents leave out because it breaks a rule. */
+  onProblem?: (problem: string) => void;
 }
 
 /** Every service of one registry, wired over its storage; used by `serve` and by offline commands. */
@@ -46,6 +48,7 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
     const index = new IndexService(catalog, keyring, {
       statementTtlSeconds: opts.statementTtlSeconds,
       issuer: opts.issuer,
+      onProblem: opts.onProblem,
     });
     const publish = new PublishService(catalog, blobs, index);
     const uploads = new UploadService(blobs, catalog, {

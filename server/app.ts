@@ -49,7 +49,14 @@ export async function startServer(
   /** Access-log lines (`bytes` counts headers too); default: standard output. */
   accessSink: LineSink = (line) => process.stdout.write(line),
 ): Promise<RunningServer> {
-  const registry = await openRegistry(config);
+  const registry = await openRegistry({
+    ...config,
+    onProblem: (problem) =>
+      log.error(
+        { event: "catalog-problem", problem },
+        "a catalog record breaks a rule and is left out of the documents",
+      ),
+  });
   await registry.index.rebuild();
   const readPath = (certPem: string) =>
     createReadPath({ index: registry.index, blobs: registry.blobs, certPem });

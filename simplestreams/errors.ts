@@ -4,18 +4,57 @@
  */
 
 /**
- * The document builder refused its input: publishing it would make a real client (LXD 5.0.2,
- * Incus, the canonical tools) drop, mis-resolve or reject images (simplestreams.md §9).
+ * Which rule a record broke; the publish API answers with a code per rule (registry/errors.ts).
+ * - `name`: a name breaks its grammar (names.ts); `text`: free text with a control character or too long;
+ * - `alias`: a malformed or repeated alias; `alias-conflict`: an alias another product holds;
+ * - `requirement`: a requirement key or value; `file`: a file's ftype, path, hash, size or role;
+ * - `delta`: a delta whose base is missing, newer, or has nothing to apply to;
+ * - `duplicate-image`: a (metadata, root) pair or fingerprint published twice; `options`: a builder option.
+ */
+export type StreamRule =
+  | "name"
+  | "text"
+  | "alias"
+  | "alias-conflict"
+  | "requirement"
+  | "file"
+  | "delta"
+  | "duplicate-image"
+  | "options";
+
+/** Where a problem is: product key, version key and file, as far as known. */
+export interface StreamLocation {
+  product?: string;
+  version?: string;
+  file?: string;
+}
+
+/**
+ * The validator refused a record: publishing it would make a real client (LXD 5.0.2, Incus, the
+ * canonical tools) drop, mis-resolve or reject images (docs/simplestreams.md §9).
  */
 export class StreamValidationError extends Error {
   override readonly name = "StreamValidationError";
-  /** Where: e.g. `product "acme:1:amd64:default" version "20240101_0000" file "lxd.tar.xz"`. */
+  /** Where, in words: e.g. `product "acme:1:amd64:default" version "20240101_0000" file "lxd.tar.xz"`. */
   readonly where: string;
 
-  constructor(where: string, problem: string) {
+  constructor(
+    readonly rule: StreamRule,
+    readonly location: StreamLocation,
+    readonly problem: string,
+  ) {
+    const where = describeLocation(location);
     super(where ? `${where}: ${problem}` : problem);
     this.where = where;
   }
+}
+
+function describeLocation(l: StreamLocation): string {
+  const parts: string[] = [];
+  if (l.product !== undefined) parts.push(`product ${JSON.stringify(l.product)}`);
+  if (l.version !== undefined) parts.push(`version ${JSON.stringify(l.version)}`);
+  if (l.file !== undefined) parts.push(`file ${l.file}`);
+  return parts.join(" ");
 }
 
 /**

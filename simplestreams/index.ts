@@ -36,15 +36,25 @@ export {
   PRODUCTS_FORMAT,
   IMAGE_DOWNLOADS,
   ROOT_ITEM_KEYS,
-  DELTA_TARGETS,
-  type DeltaFtype,
   deltaItemKey,
-  imageTypeOfRoot,
-  productKey,
   rfc2822,
-  isSafeRelativePath,
   buildDocuments,
 } from "./builder.js";
+export {
+  DELTA_TARGETS,
+  type DeltaFtype,
+  imageTypeOfRoot,
+  productKey,
+  isSafeRelativePath,
+  checkProductFields,
+  checkAliases,
+  checkRequirements,
+  checkVersionShape,
+  checkVersion,
+  validateStream,
+  type FileShape,
+  type ValidateOptions,
+} from "./validate.js";
 export { decodeJson, parseIndex, parseProducts, imageDownloadEntries } from "./parse.js";
 export {
   type ListOptions,

@@ -1,3 +1,5 @@
+import type { StreamValidationError } from "./errors.js";
+
 /**
  * The simplestreams model as lxhub publishes and reads it (shared/docs/simplestreams.md §2).
  * Field names and JSON types follow what LXD 5.0.2 / Incus decode strictly (§9 pitfalls 1–4).
@@ -76,6 +78,10 @@ export interface BuildOptions {
   productsPath?: string;
   /** content_id of the products file; default `images`. */
   contentId?: string;
+  /** Lenient mode: leave out what breaks a rule and report it here (see validate.ts). */
+  onDrop?: (problem: StreamValidationError) => void;
+  /** The product (and version) being published, blamed for clashes (see validate.ts). */
+  blame?: { product: string; version?: string };
 }
 
 /** The JSON documents of a stream, serialized exactly as served. */

@@ -29,7 +29,9 @@ export const healthRoutes: readonly Route[] = [
         await deps.catalog.ping();
         const gen = deps.index.generation();
         if (!gen) throw new Error("documents not built");
-        res.json({ status: "ready", serial: gen.serial });
+        // Catalog rows today's rules refuse are left out of the documents and listed here.
+        const problems = deps.index.problems();
+        res.json({ status: "ready", serial: gen.serial, ...(problems.length ? { problems } : {}) });
       } catch (err) {
         res.status(503).json({ status: "not ready", reason: (err as Error).message });
       }

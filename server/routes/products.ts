@@ -150,7 +150,7 @@ export const productRoutes: readonly Route[] = [
     headers: [],
     async handle({ req, res, params, principal, deps }) {
       const body = await readJson(req, versionRequestSchema, VERSION_FIELD_CODES);
-      const r = await deps.publish.putVersion(principal!.subject, productKey(params), params.version, {
+      const r = await deps.publish.putVersion(principal!, productKey(params), params.version, {
         files: body.files.map((f) => ({
           name: f.name,
           ftype: f.ftype,
@@ -172,10 +172,10 @@ export const productRoutes: readonly Route[] = [
     auth: "delete-product",
     body: "none",
     answers: [204],
-    errors: ["NOT_FOUND", "INVALID_DELTA"],
+    errors: ["NOT_FOUND"],
     headers: [],
     async handle({ res, params, principal, deps }) {
-      await deps.publish.deleteVersion(principal!.subject, productKey(params), params.version);
+      await deps.publish.deleteVersion(principal!, productKey(params), params.version);
       res.status(204).end();
     },
   },

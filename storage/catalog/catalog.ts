@@ -100,6 +100,19 @@ interface ItemRow {
   delta_base: string | null;
 }
 
+/**
+ * A JSON column as stored. A value that does not parse (written by hand or by an older version)
+ * comes back as its raw text: the publish validator then leaves the record out of the documents
+ * instead of a parse error stopping the server (registry/indexer.ts).
+ */
+function jsonColumn(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
 function toProduct(r: ProductRow): ProductRecord {
   return {
     id: r.id,
@@ -108,8 +121,8 @@ function toProduct(r: ProductRow): ProductRecord {
     arch: r.arch,
     variant: r.variant,
     releaseTitle: r.release_title,
-    aliases: JSON.parse(r.aliases) as string[],
-    requirements: JSON.parse(r.requirements) as Record<string, string>,
+    aliases: jsonColumn(r.aliases) as string[],
+    requirements: jsonColumn(r.requirements) as Record<string, string>,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   };
@@ -121,7 +134,7 @@ function toItem(r: ItemRow): ItemRecord {
     ftype: r.ftype,
     digest: r.blob_digest,
     size: Number(r.size),
-    combined: JSON.parse(r.combined) as Record<string, string>,
+    combined: jsonColumn(r.combined) as Record<string, string>,
     deltaBase: r.delta_base,
   };
 }
@@ -219,6 +232,13 @@ export class Catalog {
       .returning("id")) as { id: number }[];
     if (!row) throw new Error("insert into products returned no id");
     return row.id;
+  }
+
+  /** Replace a product's aliases (an admin moving an alias to another product). */
+  async setProductAliases(tx: Tx, productId: number, aliases: string[]): Promise<void> {
+    await tx("products")
+      .where({ id: productId })
+      .update({ aliases: JSON.stringify(aliases), updated_at: now() });
   }
 
   // --- versions -------------------------------------------------------------------------------

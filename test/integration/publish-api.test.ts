@@ -1,7 +1,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { get } from "node:http";
-import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { gunzipSync } from "node:zlib";
@@ -10,6 +10,7 @@ import { createLocalJWKSet, jwtVerify } from "jose";
 import { startServer, createToken, type RunningServer } from "../support/server.js";
 import { issueToken, tokenCreate } from "../support/tokens.js";
 import { buildBusyboxImage, type BusyboxImage } from "../support/image-fixture.js";
+import { stateOf } from "../support/state.js";
 import {
   api,
   digestOf,
@@ -23,29 +24,6 @@ import {
 } from "../support/api.js";
 
 const product = { os: "busybox", release: "1.36", arch: "amd64", variant: "default" };
-
-async function walk(dir: string): Promise<string[]> {
-  let out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-    const p = path.join(dir, e.name);
-    out = e.isDirectory() ? out.concat(await walk(p)) : out.concat([p]);
-  }
-  return out.sort();
-}
-
-/** Everything a failed request must leave as it was: blobs on disk, catalog rows, the served documents. */
-export async function stateOf(s: { dataDir: string; httpUrl: string }): Promise<Record<string, unknown>> {
-  const db = new Database(path.join(s.dataDir, "catalog.sqlite"), { readonly: true, fileMustExist: true });
-  const counts: Record<string, number> = {};
-  for (const t of ["products", "versions", "items", "blobs", "image_pairs"]) {
-    counts[t] = (db.prepare(`select count(*) as n from ${t}`).get() as { n: number }).n;
-  }
-  db.close();
-  const images = await api(s.httpUrl, "GET", "/streams/v1/images.json");
-  const doc = JSON.parse(images.text) as Record<string, unknown>;
-  delete doc.updated;
-  return { blobs: await walk(path.join(s.dataDir, "blobs")), counts, products: doc.products };
-}
 
 function files(digests: Record<string, string>) {
   return [
