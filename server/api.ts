@@ -71,6 +71,9 @@ export function createApi(deps: ApiDeps): express.Express {
   const app = express();
   app.disable("x-powered-by");
   app.set("etag", false);
+  // Answer exactly the documented paths: no case folding, no trailing-slash twins.
+  app.set("case sensitive routing", true);
+  app.set("strict routing", true);
 
   const byPath = new Map<string, Route[]>();
   for (const r of API_ROUTES) byPath.set(r.path, [...(byPath.get(r.path) ?? []), r]);

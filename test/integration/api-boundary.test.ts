@@ -57,6 +57,14 @@ describe("API boundary", () => {
     }
   });
 
+  it("answers only the documented spelling of a path", async () => {
+    for (const path of ["/API/v1/products", "/api/v1/products/", "/api/v1/uploads/"]) {
+      const r = await api(s.httpUrl, "GET", path);
+      assert.equal(r.status, 404, path);
+      assert.equal(errorCode(r), "NOT_FOUND", path);
+    }
+  });
+
   it("path segments that are not names get 400 with the name's code, never a 5xx", async () => {
     const long = "a".repeat(300);
     const cases: [string, string, string][] = [
