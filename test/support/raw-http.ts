@@ -1,4 +1,5 @@
 import net from "node:net";
+import { checkAnswer } from "./openapi.js";
 
 /** What a raw request saw: the answer's head and how many body bytes the client got rid of. */
 export interface RawOutcome {
@@ -17,7 +18,7 @@ export interface RawOutcome {
 /**
  * Send a request head by hand over a plain socket (so the path goes out exactly as given, and
  * the body can be declared larger than what is sent), then stream zeros as the body until the
- * server answers or `declared` bytes went out.
+ * server answers or `declared` bytes went out. The answer is checked against openapi.yaml.
  */
 export function rawRequest(
   base: string,
@@ -48,8 +49,26 @@ export function rawRequest(
       settled = true;
       clearTimeout(timer);
       socket.destroy();
-      if (answered) resolve({ ...answered, closed, body: received.slice(bodyStart) });
-      else reject(new Error(`no answer to ${method} ${path}: ${JSON.stringify(received.slice(0, 200))}`));
+      if (answered) {
+        const body = received.slice(bodyStart);
+        let json: unknown = null;
+        try {
+          json = body ? JSON.parse(body) : null;
+        } catch {
+          json = null;
+        }
+        try {
+          checkAnswer(method, path, {
+            status: answered.status,
+            contentType: answered.headers["content-type"] ?? null,
+            json,
+          });
+        } catch (err) {
+          reject(err as Error);
+          return;
+        }
+        resolve({ ...answered, closed, body });
+      } else reject(new Error(`no answer to ${method} ${path}: ${JSON.stringify(received.slice(0, 200))}`));
     };
     const timer = setTimeout(() => finish(false), 10_000);
     const pump = () => {
