@@ -16,6 +16,7 @@ const GROUPS: Record<string, () => Promise<Register>> = {
   remote: async () => (await import("./remote.js")).registerRemote,
   pull: async () => (await import("./pull.js")).registerPull,
   verify: async () => (await import("./pull.js")).registerPull,
+  cache: async () => (await import("./cache.js")).registerCache,
 };
 
 async function main(): Promise<void> {

@@ -8,6 +8,13 @@ import {
   type PullFormat,
   type PullResult,
 } from "../client/pull.js";
+import {
+  DEFAULT_LIMITS,
+  formatDuration,
+  LIMIT_ENV,
+  resolveLimits,
+  type LimitFlags,
+} from "../client/settings.js";
 import { resolveTarget, verifyRemote } from "../client/verify.js";
 
 interface TrustFlags {
@@ -20,6 +27,27 @@ interface PullFlags extends TrustFlags {
   arch?: string;
   vm?: boolean;
   format: string;
+  timeout?: string;
+  stallTimeout?: string;
+  maxRatio?: string;
+  cacheMaxSize?: string;
+}
+
+/** The limit flags' names, for messages about a malformed value. */
+const LIMIT_FLAGS = {
+  deadlineMs: "--timeout",
+  stallMs: "--stall-timeout",
+  maxRatio: "--max-ratio",
+  cacheMaxBytes: "--cache-max-size",
+};
+
+function limitFlags(flags: PullFlags): LimitFlags {
+  return {
+    deadlineMs: flags.timeout,
+    stallMs: flags.stallTimeout,
+    maxRatio: flags.maxRatio,
+    cacheMaxBytes: flags.cacheMaxSize,
+  };
 }
 
 const repeat = (v: string, prev: string[]): string[] => [...prev, v];
@@ -72,10 +100,27 @@ export function registerPull(program: Command): void {
       "--no-signature",
       "do not require a signed index (plain simplestreams server); file hashes still checked",
     )
+    .option(
+      "--timeout <duration>",
+      `give up when the whole pull takes longer (e.g. 30m, 12h; 0 = never; env ${LIMIT_ENV.deadlineMs}; default ${formatDuration(DEFAULT_LIMITS.deadlineMs)})`,
+    )
+    .option(
+      "--stall-timeout <duration>",
+      `drop a download that receives nothing this long; it is resumed, then given up (env ${LIMIT_ENV.stallMs}; default ${formatDuration(DEFAULT_LIMITS.stallMs)})`,
+    )
+    .option(
+      "--max-ratio <n>",
+      `a tarball may decompress to at most N times its signed size (env ${LIMIT_ENV.maxRatio}; default ${DEFAULT_LIMITS.maxRatio})`,
+    )
+    .option(
+      "--cache-max-size <size>",
+      `after the pull, evict the least recently used cached files above this size (e.g. 10G; env ${LIMIT_ENV.cacheMaxBytes}; default ${bytes(DEFAULT_LIMITS.cacheMaxBytes)})`,
+    )
     .action(async (source: string, alias: string, dest: string, flags: PullFlags) => {
       if (flags.format !== "rootfs" && flags.format !== "lxd") {
         throw new Error(`--format must be rootfs or lxd, not ${flags.format}`);
       }
+      const limits = resolveLimits(limitFlags(flags), LIMIT_FLAGS);
       const { signal, release } = interruptible();
       const progress = process.stderr.isTTY ? new PullProgressLine(process.stderr) : undefined;
       let result: PullResult;
@@ -90,6 +135,7 @@ export function registerPull(program: Command): void {
           format: flags.format as PullFormat,
           onProgress: progress?.onProgress,
           signal,
+          limits,
         });
       } catch (err) {
         throw new Error(describePullError(err));
@@ -98,6 +144,7 @@ export function registerPull(program: Command): void {
         release();
       }
       process.stdout.write(summary(alias, result));
+      if (result.pruneFailure) process.stderr.write(`lxhub: warning: ${result.pruneFailure}\n`);
     });
 
   program
@@ -112,11 +159,22 @@ export function registerPull(program: Command): void {
     .option("--ca <file>", "PEM certificate to trust for the server")
     .option("--key <thumbprint>", "signing key to trust, for a URL (repeatable)", repeat, [])
     .option("--no-signature", "do not require a signed index (plain simplestreams server)")
+    .option(
+      "--stall-timeout <duration>",
+      `drop a download that receives nothing this long (env ${LIMIT_ENV.stallMs}; default ${formatDuration(DEFAULT_LIMITS.stallMs)})`,
+    )
     .action(async (source: string, alias: string | undefined, flags: PullFlags) => {
+      const { stallMs } = resolveLimits(limitFlags(flags), LIMIT_FLAGS);
       const { signal, release } = interruptible();
       try {
         const target = await targetOf(source, flags);
-        const report = await verifyRemote(target, { alias, arch: flags.arch, vm: flags.vm, signal });
+        const report = await verifyRemote(target, {
+          alias,
+          arch: flags.arch,
+          vm: flags.vm,
+          signal,
+          stallMs,
+        });
         for (const s of report.steps) {
           process.stdout.write(`${s.ok ? "ok    " : "FAILED"} ${s.what}: ${s.detail}\n`);
         }
@@ -156,6 +214,19 @@ function summary(alias: string, r: PullResult): string {
       ? `  verified: statement serial ${r.statement.serial} signed by ${r.statement.kid}, documents, file hashes, fingerprint`
       : "  verified: file hashes and fingerprint (no signature checked)",
   ];
+  const removed = r.pruned?.removed ?? [];
+  const lru = removed.filter((e) => e.why === "lru");
+  const abandoned = removed.length - lru.length;
+  if (removed.length) {
+    const freed = bytes(lru.reduce((n, e) => n + e.size, 0));
+    const parts = [
+      lru.length
+        ? `evicted ${lru.length} least recently used file(s), ${freed}, to stay under its size cap`
+        : "",
+      abandoned ? `removed ${abandoned} abandoned partial download(s)` : "",
+    ];
+    lines.push(`  cache: ${parts.filter(Boolean).join("; ")}`);
+  }
   if (r.format === "lxd") {
     const files = img.root ? `lxd.tar.xz ${r.dest}/${lxdRootName(img.root.ftype)}` : "image.tar.gz";
     lines.push(`  import: lxc image import ${r.dest}/${files}`);

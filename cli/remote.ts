@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import { RemoteStore } from "../client/remotes.js";
+import { describeError } from "../client/verify.js";
 
 interface AddFlags {
   key: string[];
@@ -32,14 +33,18 @@ export function registerRemote(program: Command): void {
     )
     .option("--ca <file>", "PEM certificate to trust for the server (copied into the config folder)")
     .action(async (name: string, url: string, flags: AddFlags) => {
-      const r = await new RemoteStore().add({
-        name,
-        url,
-        keys: flags.key,
-        trustOnFirstUse: flags.trustOnFirstUse,
-        noSignature: !flags.signature,
-        caFile: flags.ca,
-      });
+      const r = await new RemoteStore()
+        .add({
+          name,
+          url,
+          keys: flags.key,
+          trustOnFirstUse: flags.trustOnFirstUse,
+          noSignature: !flags.signature,
+          caFile: flags.ca,
+        })
+        .catch((err: unknown) => {
+          throw new Error(describeError(err));
+        });
       const lines = [`remote ${name} ${r.replaced ? "replaced" : "added"}: ${r.remote.url}`];
       if (!r.remote.signed) lines.push("  unsigned: only file hashes and image fingerprints will be checked");
       for (const k of r.remote.keys) lines.push(`  pinned signing key: ${k.kid}`);

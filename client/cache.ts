@@ -10,6 +10,9 @@
  *     $XDG_CACHE_HOME/lxhub/blobs/sha256/<hex>.part   a download in progress or interrupted
  *     $XDG_CACHE_HOME/lxhub/blobs/sha256/<hex>.lock   held (pid inside) while a process writes .part
  *
+ * A verified file's mtime is its last use (set again on every cache hit), for the size cap's
+ * least-recently-used eviction and the removal of abandoned `.part` files (client/cache-prune.ts).
+ *
  * Only verified bytes ever get a `<hex>` name, and only through a rename. A `.part` is resumed:
  * its bytes are read once (hashed, and fed to the sink) and the rest is asked for with `Range`.
  * Cached files are hashed again as they are read, so a file damaged on disk is noticed, evicted,
@@ -17,11 +20,11 @@
  */
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, open, readFile, rename, rm, stat, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readFile, rename, rm, stat, utimes, type FileHandle } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import type { Writable } from "node:stream";
-import { encodePath, HttpError, isTransient, type HttpClient } from "./http.js";
+import { encodePath, HttpError, isTransient, NetworkError, type HttpClient } from "./http.js";
 
 const MiB = 1024 * 1024;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
@@ -69,7 +72,8 @@ function errno(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process of this pid exists (one of another user counts). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -105,6 +109,15 @@ export class BlobCache {
   async has(hex: string, size: number): Promise<boolean> {
     const st = await stat(this.path(hex)).catch(() => undefined);
     return st !== undefined && st.isFile() && st.size === size;
+  }
+
+  /**
+   * Marks a verified file as just used: its mtime is its last use for least-recently-used
+   * eviction (client/cache-prune.ts). A file gone meanwhile is not an error.
+   */
+  async touch(hex: string): Promise<void> {
+    const now = new Date();
+    await utimes(this.path(hex), now, now).catch(() => undefined);
   }
 
   async evict(hex: string): Promise<void> {
@@ -313,8 +326,10 @@ export async function fetchFile(ref: FileRef, opts: FetchOptions): Promise<Fetch
       opts.signal?.throwIfAborted();
     }
     const got = hash.digest("hex");
-    if (got === ref.sha256)
+    if (got === ref.sha256) {
+      await cache.touch(ref.sha256);
       return { file: cache.path(ref.sha256), downloaded: 0, resumedFrom: 0, cached: true };
+    }
     await cache.evict(ref.sha256);
     if (sink) {
       throw new VerificationError(
@@ -381,7 +396,8 @@ async function download(
           if (!m || Number(m[1]) !== offset) {
             res.body.destroy();
             throw new Error(
-              `GET ${res.url}: asked for bytes from ${offset}, got ${String(res.headers["content-range"])}`,
+              `${res.url}: asked to resume from byte ${offset}, the server sent the range ` +
+                `${JSON.stringify(res.headers["content-range"] ?? "(none)")}`,
             );
           }
         } else if (offset > 0) {
@@ -389,8 +405,8 @@ async function download(
           skip = offset;
         }
         try {
-          for await (const data of res.body) {
-            let chunk = data as Buffer;
+          for await (const data of res.chunks()) {
+            let chunk = data;
             downloaded += chunk.length;
             if (skip > 0) {
               if (chunk.length <= skip) {
@@ -417,11 +433,10 @@ async function download(
           res.body.destroy();
         }
         if (offset < ref.size) {
-          throw Object.assign(
-            new Error(`GET ${res.url}: the body ended after ${offset} of ${ref.size} bytes`),
-            {
-              code: "ECONNRESET",
-            },
+          throw new NetworkError(
+            "ECONNRESET",
+            `${new URL(res.url).host} ended the answer after ${offset} of the ${ref.size} bytes of ${res.url}`,
+            res.url,
           );
         }
       } catch (err) {

@@ -35,10 +35,39 @@ export class HttpError extends Error {
   }
 }
 
-/** The socket was idle for longer than the client's timeout. */
-export class TimeoutError extends Error {
+/**
+ * A request that could not be completed for a reason below HTTP (connection, DNS, TLS, a stall,
+ * a refused redirect). The message is a sentence naming the host; `code` keeps node's code (e.g.
+ * `ECONNRESET`) for retry decisions (`isTransient`), and `cause` the original error.
+ */
+export class NetworkError extends Error {
+  override readonly name: string = "NetworkError";
+  constructor(
+    /** node's code, or one of ours (`ETIMEDOUT` for a stall, `REDIRECT_REFUSED`). */
+    readonly code: string | undefined,
+    message: string,
+    /** The URL of the request that failed. */
+    readonly url: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** No bytes arrived for the client's stall timeout: `stalled: no data for N s from <url>`. */
+export class TimeoutError extends NetworkError {
   override readonly name = "TimeoutError";
-  readonly code = "ETIMEDOUT";
+  constructor(
+    url: string,
+    /** The stall timeout, in ms. */
+    readonly timeoutMs: number,
+  ) {
+    super("ETIMEDOUT", `stalled: no data for ${seconds(timeoutMs)} s from ${url}`, url);
+  }
+}
+
+function seconds(ms: number): string {
+  return String(Math.round(ms / 100) / 10);
 }
 
 /** Socket error codes after which the same request may well succeed. */
@@ -89,7 +118,10 @@ export interface HttpClientOptions {
   retryBaseMs?: number;
   /** Longest single wait in ms, also the cap on a server's Retry-After; default 15000. */
   retryMaxMs?: number;
-  /** A request fails with TimeoutError when its socket is idle this long (ms); default 60000. */
+  /**
+   * Stall timeout: a request fails with `TimeoutError` when no data moves on its connection for
+   * this long (ms), while connecting, waiting for the answer or reading its body; default 60000.
+   */
   timeoutMs?: number;
 }
 
@@ -128,6 +160,11 @@ export interface StreamResponse {
   body: IncomingMessage;
   /** Final URL after redirects. */
   url: string;
+  /**
+   * The body's chunks, for `for await`: a failure of the body (reset, stall) is thrown as a
+   * `NetworkError` naming the host; errors thrown by the loop's own body pass unchanged.
+   */
+  chunks(): AsyncIterable<Buffer>;
 }
 
 export interface GetStreamOptions {
@@ -284,16 +321,23 @@ export class HttpClient {
         const location = res.headers.location;
         if ([301, 302, 303, 307, 308].includes(res.statusCode ?? 0) && location) {
           res.resume();
-          if (hop >= MAX_REDIRECTS) throw new Error(`GET ${first.href}: too many redirects`);
-          url = new URL(location, url);
+          if (hop >= MAX_REDIRECTS) {
+            throw new NetworkError(
+              "REDIRECT_REFUSED",
+              `refused: more than ${MAX_REDIRECTS} redirects, starting at ${first.href}`,
+              url.href,
+            );
+          }
+          url = redirectTarget(location, url);
           continue;
         }
         const status = res.statusCode ?? 0;
         if ((status < 200 || status > 299) && !go.accept?.includes(status)) {
-          const body = await readBody(res, MAX_BUFFERED_BODY);
+          const body = await readBody(res, MAX_BUFFERED_BODY, url);
           throw toHttpError("GET", url, status, res.headers, body);
         }
-        return { status, headers: res.headers, body: res, url: url.href };
+        const at = url;
+        return { status, headers: res.headers, body: res, url: at.href, chunks: () => chunksOf(res, at) };
       }
     });
   }
@@ -326,7 +370,7 @@ export class HttpClient {
   /** One attempt of `request`: send, buffer the answer, turn non-accepted statuses into HttpError. */
   private async once(method: string, url: URL, ro: RequestOptions): Promise<HttpResponse> {
     const res = await this.open(method, url, ro);
-    const body = await readBody(res, MAX_BUFFERED_BODY);
+    const body = await readBody(res, MAX_BUFFERED_BODY, url);
     const status = res.statusCode ?? 0;
     if ((status < 200 || status > 299) && !ro.accept?.includes(status)) {
       throw toHttpError(method, url, status, res.headers, body);
@@ -358,11 +402,14 @@ export class HttpClient {
 
     return new Promise<IncomingMessage>((resolve, reject) => {
       let settled = false;
+      let response: IncomingMessage | undefined;
       const fail = (err: Error) => {
         source?.destroy();
         if (!settled) {
           settled = true;
-          reject(err);
+          // An abort is reported with the caller's reason (e.g. "interrupted (SIGINT)…").
+          const reason = ro.signal?.aborted ? (ro.signal.reason as unknown) : undefined;
+          reject(reason instanceof Error ? reason : networkError(err, url));
         }
       };
       const req = lib.request(url, { method, headers, agent, signal: ro.signal }, (res) => {
@@ -371,12 +418,16 @@ export class HttpClient {
           return;
         }
         settled = true;
+        response = res;
         resolve(res);
       });
       const timeout = ro.timeoutMs ?? this.timeoutMs;
-      req.setTimeout(timeout, () =>
-        req.destroy(new TimeoutError(`${method} ${url.href}: no activity for ${timeout} ms`)),
-      );
+      req.setTimeout(timeout, () => {
+        const err = new TimeoutError(url.href, timeout);
+        // Once the answer has begun, its reader must learn why (node would say a bare "aborted").
+        if (response && !response.complete) response.destroy(err);
+        req.destroy(err);
+      });
       req.on("error", fail);
       if (fixed) {
         req.end(fixed);
@@ -399,25 +450,79 @@ export class HttpClient {
   }
 }
 
-function readBody(res: IncomingMessage, limit: number): Promise<Buffer> {
+function readBody(res: IncomingMessage, limit: number, url: URL): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     res.on("data", (chunk: Buffer) => {
       size += chunk.length;
       if (size > limit) {
-        res.destroy(new Error(`response body larger than ${limit} bytes`));
+        res.destroy(
+          new NetworkError(
+            "BODY_TOO_LARGE",
+            `refused: the answer from ${url.href} is larger than ${limit} bytes`,
+            url.href,
+          ),
+        );
         return;
       }
       chunks.push(chunk);
     });
     res.on("end", () => resolve(Buffer.concat(chunks)));
-    res.on("error", reject);
+    res.on("error", (err) => reject(networkError(err, url)));
     // A connection closed before the body ended (a promise settles once, so a double report is harmless).
     res.on("close", () => {
-      if (!res.complete) reject(Object.assign(new Error("aborted"), { code: "ECONNRESET" }));
+      if (!res.complete)
+        reject(networkError(Object.assign(new Error("aborted"), { code: "ECONNRESET" }), url));
     });
   });
+}
+
+async function* chunksOf(res: IncomingMessage, url: URL): AsyncGenerator<Buffer> {
+  const it = res[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  let ended = false;
+  try {
+    for (;;) {
+      let next: IteratorResult<Buffer>;
+      try {
+        next = await it.next();
+      } catch (err) {
+        ended = true;
+        throw networkError(err, url);
+      }
+      if (next.done) {
+        ended = true;
+        return;
+      }
+      yield next.value;
+    }
+  } finally {
+    // The consumer stopped early (break or throw): release the body.
+    if (!ended) await it.return?.();
+  }
+}
+
+/** Where a redirect leads; refuses anything but an http(s) URL. */
+function redirectTarget(location: string, from: URL): URL {
+  const shown = location.length > 200 ? `${location.slice(0, 200)}…` : location;
+  let to: URL;
+  try {
+    to = new URL(location, from);
+  } catch {
+    throw new NetworkError(
+      "REDIRECT_REFUSED",
+      `refused: redirect to an invalid URL (${JSON.stringify(shown)}) from ${from.href}`,
+      from.href,
+    );
+  }
+  if (to.protocol !== "http:" && to.protocol !== "https:") {
+    throw new NetworkError(
+      "REDIRECT_REFUSED",
+      `refused: redirect to a non-HTTP URL (${shown}) from ${from.href}`,
+      from.href,
+    );
+  }
+  return to;
 }
 
 /** Builds an HttpError from the server's `{"error": {code, message, detail}}` body, or from the status. */
@@ -471,16 +576,107 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+const UNTRUSTED_CERT = new Set([
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_UNTRUSTED",
+  "CERT_SIGNATURE_FAILURE",
+  "CERT_REJECTED",
+]);
+const NO_TLS13 = new Set([
+  "ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION",
+  "ERR_SSL_UNSUPPORTED_PROTOCOL",
+  "ERR_SSL_NO_PROTOCOLS_AVAILABLE",
+  "ERR_SSL_TLSV1_ALERT_INSUFFICIENT_SECURITY",
+]);
+
 /**
- * A plain-words message for a failure to reach a server: refused connection, or a certificate
- * that is not trusted (with the flag that pins one); null for anything else.
+ * What went wrong below HTTP, as a sentence naming the host, from node's error code (socket,
+ * DNS, TLS and HTTP parser errors); the code itself is added only for kinds not named here.
+ */
+function socketFailure(err: Error, url: URL): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  const host = url.host;
+  const name = url.hostname;
+  const pin = "; pin the server's certificate with --ca FILE";
+  switch (code) {
+    case "ECONNREFUSED":
+      return `cannot connect to ${host}: the connection was refused (is the server running, and on that port?)`;
+    case "ECONNRESET":
+      if (err.message === "socket hang up") return `${host} closed the connection without answering`;
+      if (err.message === "aborted") return `${host} closed the connection before the answer was complete`;
+      return `the connection to ${host} was reset (closed by the server or by something in between)`;
+    case "EPIPE":
+      return `${host} closed the connection while the request was being sent`;
+    case "ECONNABORTED":
+      return `the connection to ${host} was aborted`;
+    case "ETIMEDOUT":
+      return `connecting to ${host} timed out (no answer from the machine)`;
+    case "EHOSTUNREACH":
+    case "EHOSTDOWN":
+      return `${host} is unreachable (no route to that host)`;
+    case "ENETUNREACH":
+    case "ENETDOWN":
+      return `${host} is unreachable (this machine's network is down or has no route there)`;
+    case "ENOTFOUND":
+      return `no such host: ${name} (the DNS lookup found no address for it)`;
+    case "EAI_AGAIN":
+      return `the DNS lookup of ${name} failed for now (the name server did not answer); try again`;
+    case "CERT_HAS_EXPIRED":
+      return `the TLS certificate of ${host} has expired`;
+    case "CERT_NOT_YET_VALID":
+      return `the TLS certificate of ${host} is not valid yet (is this machine's clock right?)`;
+    case "ERR_TLS_CERT_ALTNAME_INVALID":
+      return `the TLS certificate of ${host} is for other host names, not ${name}${pin} if it is the right server`;
+  }
+  if (code && UNTRUSTED_CERT.has(code)) {
+    return `the TLS certificate of ${host} is not trusted (self-signed, or from an unknown authority)${pin}`;
+  }
+  // OpenSSL's reason often arrives only in the message, under the generic EPROTO.
+  const reason = err.message.toLowerCase();
+  if (
+    code === "ERR_SSL_WRONG_VERSION_NUMBER" ||
+    (code === "EPROTO" && reason.includes("wrong version number"))
+  ) {
+    return `${host} does not answer TLS on this port (a plain http:// server?)`;
+  }
+  if (
+    (code && NO_TLS13.has(code)) ||
+    (code === "EPROTO" && /protocol version|unsupported protocol|no protocols available/.test(reason))
+  ) {
+    return `${host} does not offer TLS 1.3, which LXD and Incus require of an image server`;
+  }
+  if (code?.startsWith("HPE_")) {
+    return `${host} answered with something that is not HTTP (an https:// server addressed as http://?)`;
+  }
+  if (code === "EPROTO" || code?.startsWith("ERR_SSL_") || code?.startsWith("ERR_TLS_")) {
+    return `the TLS handshake with ${host} failed (${code})`;
+  }
+  return `the connection to ${host} failed (${code ?? err.message})`;
+}
+
+/**
+ * `err` as a `NetworkError` for a request to `url`: node's socket, DNS, TLS and parser errors
+ * get a sentence naming the host (`code` and `cause` keep the original); a `NetworkError`, a
+ * file-system error (reading an upload's body: it names its `path`), and anything that is not
+ * an `Error`, are returned as they are.
+ */
+export function networkError(err: unknown, url: URL | string): unknown {
+  if (!(err instanceof Error) || err instanceof NetworkError) return err;
+  if ((err as NodeJS.ErrnoException).path !== undefined) return err;
+  const u = typeof url === "string" ? new URL(url) : url;
+  const code = (err as NodeJS.ErrnoException).code;
+  return new NetworkError(code, socketFailure(err, u), u.href, { cause: err });
+}
+
+/**
+ * A plain-words message for a failure to reach a server (`NetworkError`: refused or reset
+ * connection, DNS, TLS with the flag that pins a certificate, a stall, a refused redirect);
+ * null for anything else.
  */
 export function describeConnectionError(err: unknown): string | null {
-  if (!(err instanceof Error)) return null;
-  const code = (err as NodeJS.ErrnoException).code;
-  if (code === "ECONNREFUSED") return `cannot connect to the server (${err.message})`;
-  if (code && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code)) {
-    return `TLS: the server's certificate is not trusted (${code}: ${err.message}); pin it with --ca FILE`;
-  }
-  return null;
+  return err instanceof NetworkError ? err.message : null;
 }

@@ -22,8 +22,16 @@
  *
  * DEST must be absent or an empty directory. Staging directories are `<DEST>.lxhub-partial-*`
  * beside it (one file system, so the final move is one rename) and are removed on any failure,
- * including an abort through `signal` (the CLI wires SIGINT/SIGTERM to it); an interrupted
- * download stays in the cache as `<sha256>.part` and is resumed next time.
+ * including an abort through `signal` (the CLI wires SIGINT/SIGTERM to it) or the overall
+ * deadline; an interrupted download stays in the cache as `<sha256>.part` and is resumed next time.
+ *
+ * Limits (client/settings.ts): the whole pull has a deadline (`deadlineMs`), each download a
+ * stall timeout (`stallMs`: no bytes for that long, and the connection is dropped and resumed,
+ * then given up with "stalled: no data for N s from <url>"), and a tarball unpacked while it
+ * downloads may not decompress to more than `maxRatio` times its signed size (at least
+ * `MIN_DECOMPRESSED_LIMIT`): the bytes are unverified until the download ends, so without that
+ * bound a small hostile file could fill the disk under the staging directory before its hash
+ * is checked.
  */
 import { chmod, copyFile, constants as fsConstants, mkdtemp } from "node:fs/promises";
 import path from "node:path";
@@ -33,14 +41,18 @@ import {
   moveIntoPlace,
   removeTree,
   TarUnpacker,
+  UnpackError,
   type UnpackOptions,
   type UnpackStats,
 } from "../image/unpack.js";
 import { unsquashfs } from "../image/squashfs.js";
 import { BlobCache, VerificationError, type FetchProgress, type FetchResult } from "./cache.js";
-import { fraction, StatusLine } from "./progress.js";
+import { pruneCache, type PruneReport } from "./cache-prune.js";
+import { bytes, fraction, StatusLine } from "./progress.js";
+import { DEFAULT_LIMITS, formatDuration, LIMIT_ENV, type PullLimits } from "./settings.js";
 import type { SerialStore } from "./remotes.js";
 import {
+  describeError,
   fetchImage,
   fileName,
   findImage,
@@ -72,8 +84,46 @@ export interface PullOptions extends FindImageOptions {
   signal?: AbortSignal;
   retries?: number;
   retryBaseMs?: number;
-  /** Limits and ownership rules of the tar unpacker (image/unpack.ts). */
+  /**
+   * Limits and ownership rules of the tar unpacker (image/unpack.ts). A `maxBytes` given here
+   * lowers the decompressed limit further; it never raises it past `maxRatio`.
+   */
   unpack?: Omit<UnpackOptions, "onEntry">;
+  /**
+   * Deadline, stall timeout, decompression ratio, and the cache's size cap, kept after each
+   * successful pull (client/cache-prune.ts); defaults `DEFAULT_LIMITS`.
+   */
+  limits?: Partial<PullLimits>;
+}
+
+/** The decompressed limit of a tarball is never below this, so tiny images (mostly tar padding) pass. */
+export const MIN_DECOMPRESSED_LIMIT = 1024 * 1024;
+
+/** Bytes a tarball of `size` signed (compressed) bytes may decompress to at `ratio`. */
+export function decompressedLimit(size: number, ratio: number): number {
+  return Math.max(MIN_DECOMPRESSED_LIMIT, Math.floor(size * ratio));
+}
+
+/** The pull ran past its overall deadline. */
+export class DeadlineError extends Error {
+  override name = "DeadlineError";
+  constructor(readonly deadlineMs: number) {
+    super(
+      `deadline: the pull did not finish within ${formatDuration(deadlineMs)} ` +
+        `(--timeout or ${LIMIT_ENV.deadlineMs} sets it); the unfinished download is kept in the cache and resumes next time`,
+    );
+  }
+}
+
+/** `outer`, or an abort after `ms` (with a `DeadlineError`) as well; `clear` stops the timer. */
+function withDeadline(ms: number, outer?: AbortSignal): { signal?: AbortSignal; clear: () => void } {
+  if (!(ms > 0) || !Number.isFinite(ms)) return { signal: outer, clear: () => undefined };
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(new DeadlineError(ms)), ms);
+  return {
+    signal: outer ? AbortSignal.any([outer, ac.signal]) : ac.signal,
+    clear: () => clearTimeout(timer),
+  };
 }
 
 export interface PulledFile {
@@ -106,6 +156,10 @@ export interface PullResult {
   statement: { kid: string; serial: number } | null;
   /** Tar unpacks only. */
   unpacked?: UnpackStats;
+  /** The cache prune run after the pull (client/cache-prune.ts). */
+  pruned?: PruneReport;
+  /** Why that prune failed, when it did (the pull itself succeeded). */
+  pruneFailure?: string;
 }
 
 /** Name of the root file in a `--format lxd` folder, by ftype. */
@@ -143,12 +197,36 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
   const dest = path.resolve(opts.dest);
   // Refused before any download: DEST must be absent or an empty directory.
   await checkDestination(dest);
+  const limits: PullLimits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const deadline = withDeadline(limits.deadlineMs, opts.signal);
+  let result: PullResult;
+  try {
+    result = await pullWithin(opts, format, dest, limits, deadline.signal);
+  } finally {
+    deadline.clear();
+  }
+  // The cap is kept after each pull; DEST is in place by now, so a failure here is only a warning.
+  try {
+    result.pruned = await pruneCache(opts.cacheDir, { maxBytes: limits.cacheMaxBytes });
+  } catch (err) {
+    result.pruneFailure = `could not prune the cache: ${describeError(err)}`;
+  }
+  return result;
+}
 
+async function pullWithin(
+  opts: PullOptions,
+  format: PullFormat,
+  dest: string,
+  limits: PullLimits,
+  signal: AbortSignal | undefined,
+): Promise<PullResult> {
   const stream = await openStream(opts.target, {
     serials: opts.serials,
-    signal: opts.signal,
+    signal,
     retries: opts.retries,
     retryBaseMs: opts.retryBaseMs,
+    stallMs: limits.stallMs,
   });
   try {
     const found = findImage(stream, opts.alias, opts);
@@ -168,7 +246,7 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
       }
     }
     const cache = new BlobCache(opts.cacheDir);
-    const ctx: Ctx = { opts, stream, cache, dest, image };
+    const ctx: Ctx = { opts, stream, cache, dest, image, limits, signal };
     // A cached file damaged on disk, or a resumed part that turns out corrupt, costs one retry
     // from scratch (both were removed); anything else is final.
     for (let attempt = 0; ; attempt++) {
@@ -206,13 +284,16 @@ interface Ctx {
   cache: BlobCache;
   dest: string;
   image: StreamImage;
+  limits: PullLimits;
+  /** The caller's signal joined with the deadline's. */
+  signal: AbortSignal | undefined;
 }
 
 function fetchOpts(ctx: Ctx) {
   const { opts } = ctx;
   return {
     cache: ctx.cache,
-    signal: opts.signal,
+    signal: ctx.signal,
     retries: opts.retries,
     retryBaseMs: opts.retryBaseMs,
     onProgress: opts.onProgress
@@ -225,10 +306,28 @@ function downloadedOf(got: FetchedImage): number {
   return got.meta.downloaded + (got.root?.downloaded ?? 0);
 }
 
-/** Single pass: download → hash → cache and decompress → unpack into staging; commit after the checks. */
+/**
+ * Single pass: download → hash → cache and decompress → unpack into staging; commit after the
+ * checks. The decompressed bytes are bounded by the signed size (see the module comment).
+ */
 async function pullTarball(ctx: Ctx) {
   const { image, dest } = ctx;
-  const unpacker = TarUnpacker.beside(dest, { ...ctx.opts.unpack, compression: "auto" });
+  const name = image.root ? fileName(image.root.path) : "the root file";
+  const signedSize = image.root?.size ?? 0;
+  const ratio = ctx.limits.maxRatio;
+  const byRatio = decompressedLimit(signedSize, ratio);
+  const maxBytes = Math.min(byRatio, ctx.opts.unpack?.maxBytes ?? Infinity);
+  const unpacker = TarUnpacker.beside(dest, { ...ctx.opts.unpack, maxBytes, compression: "auto" });
+  /** Set when the unpacker stopped the archive at `maxBytes`. */
+  const tooLarge = (): string | null => {
+    const e = unpacker.error;
+    if (!(e instanceof UnpackError) || e.reason !== "TOO_LARGE") return null;
+    const why =
+      maxBytes === Math.floor(signedSize * ratio)
+        ? `${ratio}× its signed size of ${bytes(signedSize)}`
+        : `the limit for a file of ${bytes(signedSize)}`;
+    return `${name} decompresses to more than ${bytes(maxBytes)} (${why})`;
+  };
   try {
     const got = await fetchImage(ctx.stream, image, { ...fetchOpts(ctx), rootSink: unpacker.writable() });
     const sink = unpacker.writable();
@@ -238,7 +337,17 @@ async function pullTarball(ctx: Ctx) {
       unpacked = await unpacker.finish();
     } catch (err) {
       // The file is authentic (its hash matched), but the archive itself is refused.
-      if (err instanceof Error && image.root) err.message = `${fileName(image.root.path)}: ${err.message}`;
+      const bomb = tooLarge();
+      if (bomb) {
+        throw new UnpackError(
+          "TOO_LARGE",
+          `refused: ${bomb}; the partial unpack was removed and nothing was written to ${dest}. ` +
+            `If the image is genuine, allow a higher ratio with --max-ratio N or ${LIMIT_ENV.maxRatio}`,
+          unpacker.error instanceof UnpackError ? unpacker.error.entry : undefined,
+          { cause: err },
+        );
+      }
+      if (err instanceof Error) err.message = `${name}: ${err.message}`;
       throw err;
     }
     await unpacker.commit(dest);
@@ -251,6 +360,11 @@ async function pullTarball(ctx: Ctx) {
     };
   } catch (err) {
     await unpacker.abort();
+    // A forged file that was also a decompression bomb: the hash is the verdict, the bomb a fact worth saying.
+    const bomb = tooLarge();
+    if (bomb && err instanceof VerificationError && !err.message.includes(bomb)) {
+      err.message += `; its content was refused as well while unpacking: ${bomb}`;
+    }
     throw err;
   }
 }
@@ -261,7 +375,7 @@ async function pullSquashfs(ctx: Ctx) {
   const got = await fetchImage(ctx.stream, image, fetchOpts(ctx));
   const root = got.root as FetchResult;
   ctx.opts.onProgress?.({ phase: "unsquashfs", file: image.root ? fileName(image.root.path) : "" });
-  const signal = ctx.opts.signal;
+  const signal = ctx.signal;
   try {
     await unsquashfs(root.file, dest, { signal });
   } catch (err) {

@@ -155,6 +155,8 @@ export interface StreamOptions {
   onStep?: (step: VerifyStep) => void;
   retries?: number;
   retryBaseMs?: number;
+  /** A request with no bytes moving for this long (ms) fails as stalled; default 60 s, 0 = never. */
+  stallMs?: number;
 }
 
 /** A remote whose documents passed steps 1–2. Call `close()` when done. */
@@ -261,6 +263,7 @@ export async function openStream(target: RemoteTarget, opts: StreamOptions = {})
     userAgent: USER_AGENT,
     retries: opts.retries,
     retryBaseMs: opts.retryBaseMs,
+    timeoutMs: opts.stallMs,
   });
   const step = (what: string, detail: string): void => opts.onStep?.({ what, ok: true, detail });
   try {
@@ -516,14 +519,42 @@ export async function verifyRemote(target: RemoteTarget, opts: VerifyOptions = {
 }
 
 /**
- * A one-line explanation of a pull/verify failure for a terminal: the request that failed, an
- * untrusted certificate with the flag that pins one, or the error's own message (verification
- * errors already name what failed).
+ * A one-line explanation of a pull/verify failure for a terminal: the request that failed, a
+ * network failure in words (client/http.ts), a local file error in words, or the error's own
+ * message (verification errors already name what failed).
  */
 export function describeError(err: unknown): string {
   if (err instanceof HttpError) {
     const says = err.code.startsWith("HTTP_") ? err.message : `${err.code}: ${err.message}`;
     return `${err.request ?? "request"} failed: ${says}`;
   }
-  return describeConnectionError(err) ?? (err instanceof Error ? err.message : String(err));
+  return (
+    describeConnectionError(err) ??
+    describeFileError(err) ??
+    (err instanceof Error ? err.message : String(err))
+  );
+}
+
+/** node's file-system errors (`ENOSPC: no space left on device, write`) as sentences naming the file. */
+function describeFileError(err: unknown): string | null {
+  const e = err as NodeJS.ErrnoException | undefined;
+  if (!(err instanceof Error) || !e?.syscall || e.path === undefined) return null;
+  const file = e.path;
+  switch (e.code) {
+    case "ENOSPC":
+      return `no space left on the disk holding ${file}`;
+    case "EDQUOT":
+      return `the disk quota is used up, writing ${file}`;
+    case "EACCES":
+    case "EPERM":
+      return `permission denied: cannot ${e.syscall} ${file}`;
+    case "EROFS":
+      return `${file} is on a read-only file system`;
+    case "ENOENT":
+      return `${file} does not exist`;
+    case "ENOTDIR":
+      return `a part of ${file} is not a folder`;
+    default:
+      return null;
+  }
 }

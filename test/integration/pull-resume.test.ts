@@ -15,11 +15,11 @@ import { CLI_MAIN, createToken, lxhubCli, startServer, type RunningServer } from
 import {
   exists,
   leftovers,
-  pullEnv,
   referenceTree,
   snapshotTree,
   TestServer,
   upstreamSource,
+  envWithRemote,
 } from "./pull-support.js";
 
 const ROOT = "images/busybox/1.36/amd64/default/20240101_0000/rootfs.tar.xz";
@@ -33,12 +33,7 @@ describe("lxhub pull resumes interrupted downloads", { timeout: 10 * 60_000 }, (
   let rootSize: number;
   let rootDigest: string;
 
-  async function fresh(): Promise<NodeJS.ProcessEnv> {
-    const { env } = await pullEnv(work);
-    const r = await lxhubCli(["remote", "add", "t", relay.url, "--trust-on-first-use"], { env });
-    assert.equal(r.code, 0, r.stderr);
-    return env;
-  }
+  const fresh = (): Promise<NodeJS.ProcessEnv> => envWithRemote(work, relay.url);
 
   before(async () => {
     work = await mkdtemp(path.join(tmpdir(), "lxhub-pull-resume-"));

@@ -6,7 +6,7 @@
  *   after N body bytes, or stall after N bytes until released — counting every body byte it sends;
  * - `snapshotTree`: what a user relies on in an unpacked tree (paths, types, modes, link targets,
  *   sizes, content hashes; owners when root), for `deepEqual`;
- * - `pullEnv`: private XDG folders for the CLI child processes.
+ * - `pullEnv`: private XDG folders for the CLI child processes; `envWithRemote` adds remote `t`.
  */
 import { createHash } from "node:crypto";
 import { lstat, mkdir, mkdtemp, readdir, readFile, readlink } from "node:fs/promises";
@@ -14,6 +14,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { runOk } from "../support/process.js";
+import { lxhubCli } from "../support/server.js";
 
 /** Body source by path relative to the root; null → 404. */
 export type Source = (rel: string) => Promise<Buffer | null>;
@@ -243,6 +244,14 @@ export async function pullEnv(parent: string): Promise<{ env: NodeJS.ProcessEnv;
   };
   for (const d of Object.values(env)) await mkdir(d, { recursive: true });
   return { env, home };
+}
+
+/** Fresh private XDG folders (under `parent`) with remote `t` → `url`, its key pinned on first use. */
+export async function envWithRemote(parent: string, url: string): Promise<NodeJS.ProcessEnv> {
+  const { env } = await pullEnv(parent);
+  const r = await lxhubCli(["remote", "add", "t", url, "--trust-on-first-use"], { env });
+  if (r.code !== 0) throw new Error(`lxhub remote add failed: ${r.stderr}`);
+  return env;
 }
 
 /** Names beside `dest` that a pull may have left (staging folders); must be none. */

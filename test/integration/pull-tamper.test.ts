@@ -15,7 +15,7 @@ import { signStatement } from "../../signing/statement.js";
 import { dataPath } from "../../storage/layout.js";
 import { buildBusyboxImage, sha256File, type BusyboxImage } from "../support/image-fixture.js";
 import { createToken, lxhubCli, startServer, type RunningServer } from "../support/server.js";
-import { exists, leftovers, pullEnv, sha256, TestServer, upstreamSource } from "./pull-support.js";
+import { exists, leftovers, sha256, TestServer, upstreamSource, envWithRemote } from "./pull-support.js";
 
 const STATEMENT = "streams/v1/statement.jws";
 const INDEX = "streams/v1/index.json";
@@ -50,13 +50,7 @@ describe("lxhub pull refuses a tampered remote", { timeout: 10 * 60_000 }, () =>
   let rootTarPath: string;
   let rootSquashPath: string;
 
-  /** Fresh XDG folders with remote `t` → the relay, its key pinned on first use. */
-  async function fresh(): Promise<NodeJS.ProcessEnv> {
-    const { env } = await pullEnv(work);
-    const r = await lxhubCli(["remote", "add", "t", relay.url, "--trust-on-first-use"], { env });
-    assert.equal(r.code, 0, r.stderr);
-    return env;
-  }
+  const fresh = (): Promise<NodeJS.ProcessEnv> => envWithRemote(work, relay.url);
 
   async function snapshot(): Promise<Snapshot> {
     const get = upstreamSource(server.httpUrl);

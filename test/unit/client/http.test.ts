@@ -7,7 +7,8 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { HttpClient, HttpError, isTransient } from "../../../client/http.js";
+import net from "node:net";
+import { HttpClient, HttpError, isTransient, NetworkError, networkError } from "../../../client/http.js";
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse, n: number) => void;
 
@@ -80,6 +81,7 @@ describe("HttpClient retries", () => {
     try {
       await assert.rejects(c.request("GET", "/x"), (err: NodeJS.ErrnoException) => {
         assert.equal(err.code, "ECONNREFUSED");
+        assert.match(err.message, /^cannot connect to 127\.0\.0\.1:\d+: the connection was refused/);
         assert.ok(isTransient(err));
         return true;
       });
@@ -326,6 +328,10 @@ describe("HttpClient TLS", () => {
     try {
       await assert.rejects(c.request("GET", "/"), (err: NodeJS.ErrnoException) => {
         assert.match(String(err.code), /SELF_SIGNED|UNABLE_TO_VERIFY/);
+        assert.match(
+          err.message,
+          /^the TLS certificate of 127\.0\.0\.1:\d+ is not trusted .*pin the server's certificate with --ca FILE$/,
+        );
         assert.equal(isTransient(err), false);
         return true;
       });
@@ -342,12 +348,186 @@ describe("HttpClient TLS", () => {
     try {
       await assert.rejects(c.request("GET", "/"), (err: NodeJS.ErrnoException) => {
         assert.equal(err.code, "EPROTO");
-        assert.match(err.message, /protocol version|unsupported protocol/i);
+        assert.match(err.message, /^127\.0\.0\.1:\d+ does not offer TLS 1\.3/);
         return true;
       });
     } finally {
       c.close();
       await s.close();
     }
+  });
+});
+
+describe("HttpClient failures are named in words", () => {
+  /** What a failed call was rejected with. */
+  async function failure(p: Promise<unknown>): Promise<NetworkError> {
+    try {
+      await p;
+    } catch (err) {
+      assert.ok(err instanceof NetworkError, `a NetworkError, not ${String(err)}`);
+      return err;
+    }
+    throw new Error("the call succeeded");
+  }
+
+  test("a redirect to file: is refused, not followed, not retried", async () => {
+    const s = await serve((_req, res) => res.writeHead(302, { location: "file:///etc/passwd" }).end());
+    const c = new HttpClient(s.url, fast);
+    try {
+      const err = await failure(c.getStream("/images/x"));
+      assert.match(
+        err.message,
+        /^refused: redirect to a non-HTTP URL \(file:\/\/\/etc\/passwd\) from http:\/\/127\.0\.0\.1:\d+\/images\/x$/,
+      );
+      assert.equal(isTransient(err), false);
+      assert.equal(s.hits(), 1);
+    } finally {
+      c.close();
+      await s.close();
+    }
+  });
+
+  test("a redirect loop and a redirect to an invalid URL are refused", async () => {
+    const s = await serve((req, res) => {
+      const location = req.url === "/bad" ? "http://[::1" : "/loop";
+      res.writeHead(307, { location }).end();
+    });
+    const c = new HttpClient(s.url, fast);
+    try {
+      assert.match(
+        (await failure(c.getStream("/loop"))).message,
+        /^refused: more than 5 redirects, starting at http:\/\/127\.0\.0\.1:\d+\/loop$/,
+      );
+      assert.match(
+        (await failure(c.getStream("/bad"))).message,
+        /^refused: redirect to an invalid URL \("http:\/\/\[::1"\)/,
+      );
+    } finally {
+      c.close();
+      await s.close();
+    }
+  });
+
+  test("a connection closed before answering, and one closed mid-body, name the host", async () => {
+    const s = await serve((req, res) => {
+      if (req.url === "/hangup") return void req.socket.destroy();
+      res.writeHead(200, { "content-length": "100000" });
+      res.write(Buffer.alloc(1000), () => req.socket.destroy());
+    });
+    const c = new HttpClient(s.url, { ...fast, retries: 0 });
+    try {
+      const hangup = await failure(c.request("GET", "/hangup"));
+      assert.match(hangup.message, /^127\.0\.0\.1:\d+ closed the connection without answering$/);
+      assert.equal(hangup.code, "ECONNRESET");
+      const buffered = await failure(c.request("GET", "/cut"));
+      assert.match(
+        buffered.message,
+        /^127\.0\.0\.1:\d+ closed the connection before the answer was complete$/,
+      );
+      const res = await c.getStream("/cut");
+      const streamed = await failure(
+        (async () => {
+          for await (const chunk of res.chunks()) assert.ok(chunk.length > 0);
+        })(),
+      );
+      assert.match(
+        streamed.message,
+        /^127\.0\.0\.1:\d+ closed the connection before the answer was complete$/,
+      );
+      assert.ok(isTransient(streamed));
+    } finally {
+      c.close();
+      await s.close();
+    }
+  });
+
+  test("a body that stops arriving fails as a stall naming the URL", async () => {
+    const s = await serve((_req, res) => {
+      res.writeHead(200, { "content-length": "100000" });
+      res.write(Buffer.alloc(1000));
+    });
+    const c = new HttpClient(s.url, { ...fast, retries: 0, timeoutMs: 300 });
+    try {
+      const res = await c.getStream("/slow");
+      const started = Date.now();
+      const err = await failure(
+        (async () => {
+          for await (const chunk of res.chunks()) assert.ok(chunk.length > 0);
+        })(),
+      );
+      assert.match(err.message, /^stalled: no data for 0\.3 s from http:\/\/127\.0\.0\.1:\d+\/slow$/);
+      assert.ok(Date.now() - started < 5000);
+      assert.ok(isTransient(err), "a stall is retried (resumed) like a dropped connection");
+    } finally {
+      c.close();
+      await s.close();
+    }
+  });
+
+  test("a server that does not speak HTTP, and TLS to a plain HTTP port, are named as such", async () => {
+    const raw = net.createServer((sock) => sock.end("SSH-2.0-OpenSSH_9.6\r\n"));
+    await new Promise<void>((r) => raw.listen(0, "127.0.0.1", r));
+    const plain = await serve((_req, res) => res.end("plain"));
+    const rawUrl = `http://127.0.0.1:${(raw.address() as AddressInfo).port}`;
+    const c1 = new HttpClient(rawUrl, { ...fast, retries: 0 });
+    const c2 = new HttpClient(plain.url.replace("http:", "https:"), { ...fast, retries: 0 });
+    try {
+      assert.match(
+        (await failure(c1.request("GET", "/"))).message,
+        /^127\.0\.0\.1:\d+ answered with something that is not HTTP/,
+      );
+      assert.match(
+        (await failure(c2.request("GET", "/"))).message,
+        /^127\.0\.0\.1:\d+ does not answer TLS on this port/,
+      );
+    } finally {
+      c1.close();
+      c2.close();
+      raw.close();
+      await plain.close();
+    }
+  });
+
+  test("DNS and certificate failures (node's error shapes) become sentences naming the host", () => {
+    const url = "https://images.example.org:8443/streams/v1/index.json";
+    const cases: [string, string, RegExp][] = [
+      [
+        "ENOTFOUND",
+        "getaddrinfo ENOTFOUND images.example.org",
+        /^no such host: images\.example\.org \(the DNS lookup/,
+      ],
+      [
+        "EAI_AGAIN",
+        "getaddrinfo EAI_AGAIN images.example.org",
+        /^the DNS lookup of images\.example\.org failed for now/,
+      ],
+      ["ECONNRESET", "read ECONNRESET", /^the connection to images\.example\.org:8443 was reset/],
+      ["ETIMEDOUT", "connect ETIMEDOUT 10.0.0.1:8443", /^connecting to images\.example\.org:8443 timed out/],
+      ["EHOSTUNREACH", "connect EHOSTUNREACH", /^images\.example\.org:8443 is unreachable/],
+      [
+        "CERT_HAS_EXPIRED",
+        "certificate has expired",
+        /^the TLS certificate of images\.example\.org:8443 has expired$/,
+      ],
+      [
+        "ERR_TLS_CERT_ALTNAME_INVALID",
+        "Hostname/IP does not match",
+        /is for other host names, not images\.example\.org/,
+      ],
+    ];
+    for (const [code, message, want] of cases) {
+      const err = networkError(Object.assign(new Error(message), { code }), url) as NetworkError;
+      assert.ok(err instanceof NetworkError);
+      assert.match(err.message, want);
+      assert.doesNotMatch(err.message, new RegExp(code), "the code is not the message");
+      assert.equal(err.code, code, "the code is kept for retry decisions");
+      assert.equal(err.url, url);
+    }
+    const fsError = Object.assign(new Error("EACCES: permission denied, open '/x'"), {
+      code: "EACCES",
+      syscall: "open",
+      path: "/x",
+    });
+    assert.equal(networkError(fsError, url), fsError, "a file error is not a network error");
   });
 });
