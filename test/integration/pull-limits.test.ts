@@ -324,7 +324,7 @@ describe("lxhub pull refuses before it writes", { timeout: 10 * 60_000 }, () => 
     assert.equal(second.code, 0, second.stderr);
     assert.match(
       second.stdout,
-      /^  cache: evicted 2 least recently used file\(s\), [\d.]+ [KM]iB, to stay under its size cap$/m,
+      /^ {2}cache: evicted 2 least recently used file\(s\), [\d.]+ [KM]iB, to stay under its size cap$/m,
     );
     const after2 = await lxhubCli(["cache", "list"], { env });
     assert.match(after2.stdout, new RegExp(`sha256:${otherRoot}$`, "m"));
