@@ -180,11 +180,10 @@ export async function authenticate(req: Request, deps: ApiDeps): Promise<Princip
  */
 export function routeErrors(route: Route): ErrorCode[] {
   const codes = new Set<ErrorCode>(route.errors);
-  if (route.auth !== "none") {
-    codes.add("UNAUTHORIZED").add("FORBIDDEN");
-    // Writes with a token over plain HTTP, unless the server allows them.
+  if (route.auth !== "none") codes.add("UNAUTHORIZED").add("FORBIDDEN");
+  // A write carrying a token over plain HTTP, unless the server allows it (server/app.ts).
+  if (route.auth !== "none" && route.method !== "GET" && route.method !== "HEAD")
     codes.add("INSECURE_TRANSPORT");
-  }
   if (route.auth === "upload-owner") codes.add("UPLOAD_NOT_FOUND");
   if (route.body === "json") codes.add("BAD_REQUEST").add("MALFORMED_JSON").add("TOO_LARGE");
   if (route.body === "bytes") codes.add("BAD_REQUEST").add("TOO_LARGE");
