@@ -5,6 +5,7 @@ import type { BlobStore } from "../storage/blobs/store.js";
 import { Catalog } from "../storage/catalog/catalog.js";
 import { dataPath } from "../storage/layout.js";
 import { IndexService } from "./indexer.js";
+import { ProductService } from "./products.js";
 import { PublishService } from "./publish.js";
 import { TokenService } from "./tokens.js";
 import { UploadService } from "./uploads.js";
@@ -27,7 +28,10 @@ export interface Registry {
   tokens: TokenService;
   index: IndexService;
   publish: PublishService;
+  products: ProductService;
   uploads: UploadService;
+  /** Limits the server checks at its boundary before reading a body. */
+  limits: { maxBlobBytes: number };
   close(): Promise<void>;
 }
 
@@ -51,7 +55,18 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       ttlSeconds: opts.uploadTtlSeconds,
       maxBlobBytes: opts.maxBlobBytes,
     });
-    return { catalog, blobs, keyring, tokens, index, publish, uploads, close: () => catalog.close() };
+    return {
+      catalog,
+      blobs,
+      keyring,
+      tokens,
+      index,
+      publish,
+      products: new ProductService(catalog),
+      uploads,
+      limits: { maxBlobBytes: opts.maxBlobBytes },
+      close: () => catalog.close(),
+    };
   } catch (err) {
     await catalog.close();
     throw err;

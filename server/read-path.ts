@@ -23,7 +23,11 @@ export function createReadPath(deps: { index: IndexService; blobs: BlobStore; ce
     if (!isDoc && !isFile) return false;
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.writeHead(405, { allow: "GET, HEAD", "content-type": "application/json" });
-      res.end(JSON.stringify({ error: { code: "BAD_REQUEST", message: "read-only path" } }) + "\n");
+      res.end(
+        JSON.stringify({
+          error: { code: "METHOD_NOT_ALLOWED", message: "read-only path: use GET or HEAD" },
+        }) + "\n",
+      );
       return true;
     }
     if (rel === ".well-known/lxhub/server.crt") {
