@@ -81,12 +81,25 @@ export async function readJson<T>(
   }
   const r = schema.safeParse(body);
   if (r.success) return r.data;
-  const issues = r.error.issues.map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`);
+  const issues = r.error.issues.map(describeIssue);
   const first = r.error.issues[0];
   const field = typeof first?.path[0] === "string" ? first.path[0] : "";
   const shape = first?.code === "invalid_type" && first.path.length <= 1;
   const code = (!shape && fieldCodes[field]) || "BAD_REQUEST";
   throw new LxhubError(code, `invalid request body: ${issues.join("; ")}`, { issues });
+}
+
+/** One zod issue in words: where (JSON path), and what; a bad record key names the key and its rule. */
+function describeIssue(i: z.core.$ZodIssue): string {
+  const where = i.path.map((k) =>
+    typeof k === "string" && /^[A-Za-z_]\w*$/.test(k) ? k : JSON.stringify(k),
+  );
+  const at = where.join(".") || "(body)";
+  if (i.code === "invalid_key") {
+    const key = JSON.stringify(i.path[i.path.length - 1]);
+    return `${where.slice(0, -1).join(".")}: key ${key}: ${i.issues.map((x) => x.message).join("; ")}`;
+  }
+  return `${at}: ${i.message}`;
 }
 
 /**

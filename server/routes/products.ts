@@ -6,7 +6,6 @@ import {
   DIGEST_PATTERN,
   MAX_ALIASES,
   MAX_REQUIREMENTS,
-  NAMES,
   TEXT_LIMITS,
 } from "../../simplestreams/names.js";
 import { PUBLISHABLE_FTYPES } from "../../simplestreams/types.js";
@@ -36,10 +35,7 @@ export const versionRequestSchema = z
     aliases: z.array(nameSchema("alias")).max(MAX_ALIASES).optional(),
     release_title: textSchema(TEXT_LIMITS.releaseTitle).optional(),
     requirements: z
-      .record(
-        z.string().max(NAMES.requirementKey.maxLength).regex(NAMES.requirementKey.pattern),
-        textSchema(TEXT_LIMITS.requirementValue),
-      )
+      .record(nameSchema("requirementKey"), textSchema(TEXT_LIMITS.requirementValue))
       .refine((r) => Object.keys(r).length <= MAX_REQUIREMENTS, `at most ${MAX_REQUIREMENTS} requirements`)
       .meta({ maxProperties: MAX_REQUIREMENTS })
       .optional(),

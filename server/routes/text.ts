@@ -9,7 +9,12 @@ import { NAMES, type NameKind } from "../../simplestreams/names.js";
 
 /** A name of this kind: its pattern and maximum length. */
 export function nameSchema(kind: NameKind): z.ZodString {
-  return z.string().min(1).max(NAMES[kind].maxLength).regex(NAMES[kind].pattern);
+  const rule = NAMES[kind];
+  return z
+    .string()
+    .min(1, `${rule.what} must not be empty`)
+    .max(rule.maxLength, `${rule.what} is longer than ${rule.maxLength} characters`)
+    .regex(rule.pattern, `${rule.what} must be ${rule.hint}`);
 }
 
 /**
@@ -20,5 +25,9 @@ export function nameSchema(kind: NameKind): z.ZodString {
 export const NO_CONTROL_PATTERN = /^[^\u0000-\u001f\u007f-\u009f]*$/;
 
 export function textSchema(max: number): z.ZodString {
-  return z.string().min(1).max(max).regex(NO_CONTROL_PATTERN);
+  return z
+    .string()
+    .min(1, "must not be empty")
+    .max(max, `is longer than ${max} characters`)
+    .regex(NO_CONTROL_PATTERN, "contains a control character");
 }
