@@ -2,12 +2,7 @@ import { z } from "zod";
 import type { ErrorCode } from "../../registry/errors.js";
 import type { ProductView } from "../../registry/products.js";
 import type { PublishedVersion } from "../../registry/publish.js";
-import {
-  DIGEST_PATTERN,
-  MAX_ALIASES,
-  MAX_REQUIREMENTS,
-  TEXT_LIMITS,
-} from "../../simplestreams/names.js";
+import { DIGEST_PATTERN, MAX_ALIASES, MAX_REQUIREMENTS, TEXT_LIMITS } from "../../simplestreams/names.js";
 import { PUBLISHABLE_FTYPES } from "../../simplestreams/types.js";
 import { readJson } from "./body.js";
 import { productKey, type Route } from "./route.js";
