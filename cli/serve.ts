@@ -19,6 +19,10 @@ export function registerServe(program: Command): void {
     )
     .option("--tls-cert <file>", "PEM certificate (default: self-signed, made on first start)")
     .option("--tls-key <file>", "PEM private key for --tls-cert")
+    .option(
+      "--allow-insecure-writes",
+      "accept tokens over plain HTTP (loopback, or behind a TLS-terminating proxy; or $LXHUB_ALLOW_INSECURE_WRITES=1)",
+    )
     .action(
       async (o: {
         data?: string;
@@ -26,6 +30,7 @@ export function registerServe(program: Command): void {
         tlsListen?: string;
         tlsCert?: string;
         tlsKey?: string;
+        allowInsecureWrites?: boolean;
       }) => {
         const config = loadConfig({
           dataDir: o.data,
@@ -33,6 +38,7 @@ export function registerServe(program: Command): void {
           tlsListen: o.tlsListen,
           tlsCert: o.tlsCert,
           tlsKey: o.tlsKey,
+          allowInsecureWrites: o.allowInsecureWrites,
         });
         // Asynchronous, buffered log writes: a synchronous write per request would cap the read path.
         const dest = pino.destination({ sync: false });

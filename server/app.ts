@@ -2,14 +2,17 @@ import http from "node:http";
 import https from "node:https";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
+import type { TLSSocket } from "node:tls";
 import { pino, type Logger } from "pino";
 import { openRegistry, type Registry } from "../registry/registry.js";
 import { dataPath } from "../storage/layout.js";
+import { LxhubError } from "../registry/errors.js";
 import { createApi } from "./api.js";
 import type { ServerConfig } from "./config.js";
 import { splitHostPort } from "./config.js";
 import { createReadPath } from "./read-path.js";
 import { accessLogger, type LineSink } from "./access-log.js";
+import { sendError } from "./errors.js";
 import { loadOrCreateTls, type TlsMaterial } from "./tls.js";
 
 export interface RunningServer {
@@ -35,6 +38,36 @@ function listen(server: net.Server, hostPort: string): Promise<AddressInfo> {
       resolve(server.address() as AddressInfo);
     });
   });
+}
+
+const INSECURE_MESSAGE =
+  "this request carries a token over plain HTTP, where anyone on the way can read it; " +
+  "use the server's https:// address, or start the server with --allow-insecure-writes " +
+  "(LXHUB_ALLOW_INSECURE_WRITES=1) when it listens on loopback or behind a proxy that terminates TLS";
+
+/**
+ * A write (any method but GET, HEAD, OPTIONS) that reaches the API with an `Authorization` header
+ * on a connection that is not TLS: the plain listener, or plain HTTP on the TLS port (the
+ * first-byte sniff below hands those to a plain server). Reads are left alone: the public read
+ * path never looks at tokens, and a bodiless HEAD refusal could not say why.
+ */
+export function carriesTokenInClear(req: http.IncomingMessage): boolean {
+  return (
+    req.headers.authorization !== undefined &&
+    req.method !== "GET" &&
+    req.method !== "HEAD" &&
+    req.method !== "OPTIONS" &&
+    (req.socket as Partial<TLSSocket>).encrypted !== true
+  );
+}
+
+/**
+ * Answer an error without reading the request body, and close the connection afterwards: the
+ * unread body (up to the largest blob) is never taken in.
+ */
+export function refuseAndClose(res: http.ServerResponse, err: LxhubError): void {
+  res.setHeader("connection", "close");
+  sendError(res, err);
 }
 
 /**
@@ -68,7 +101,12 @@ export async function startServer(
   const logRequest = accessLogger(accessSink);
   const handler: http.RequestListener = (req, res) => {
     logRequest(req, res);
-    if (!read(req, res)) api(req, res);
+    if (read(req, res)) return;
+    if (!config.allowInsecureWrites && carriesTokenInClear(req)) {
+      refuseAndClose(res, new LxhubError("INSECURE_TRANSPORT", INSECURE_MESSAGE));
+      return;
+    }
+    api(req, res);
   };
   const serverOpts: http.ServerOptions = {
     requestTimeout: 0, // uploads of large images may take longer than any fixed limit

@@ -31,6 +31,12 @@ export const configSchema = z
     maxBlobBytes: z.number().int().positive(),
     /** `iss` of signed statements. */
     issuer: z.string().min(1),
+    /**
+     * Accept requests that carry a token over plain HTTP (env LXHUB_ALLOW_INSECURE_WRITES). Off by
+     * default: a token sent in clear can be read on the way; turn it on only for a loopback
+     * listener or behind a proxy that terminates TLS.
+     */
+    allowInsecureWrites: z.boolean(),
   })
   .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), {
     message: "--tls-cert and --tls-key go together",
@@ -49,7 +55,18 @@ export const DEFAULTS = {
   uploadTtlSeconds: 24 * 3600,
   maxBlobBytes: 64 * 1024 ** 3,
   issuer: "lxhub",
+  allowInsecureWrites: false,
 };
+
+/** `1`, `true`, `yes`, `on` (any case) are true; `0`, `false`, `no`, `off` false; empty is unset. */
+function envBoolean(v: string | boolean | undefined, name: string): boolean | undefined {
+  if (v === undefined || typeof v === "boolean") return v;
+  const t = v.trim().toLowerCase();
+  if (t === "") return undefined;
+  if (["1", "true", "yes", "on"].includes(t)) return true;
+  if (["0", "false", "no", "off"].includes(t)) return false;
+  throw new Error(`invalid configuration: ${name}: expected true or false, got ${JSON.stringify(v)}`);
+}
 
 /** Data folder from a flag, else LXHUB_DATA, else ./lxhub-data (absolute). */
 export function resolveDataDir(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
@@ -57,12 +74,12 @@ export function resolveDataDir(flag: string | undefined, env: NodeJS.ProcessEnv 
 }
 
 export function loadConfig(
-  flags: Partial<Record<keyof ServerConfig, string | number | undefined>>,
+  flags: Partial<Record<keyof ServerConfig, string | number | boolean | undefined>>,
   env: NodeJS.ProcessEnv = process.env,
 ): ServerConfig {
   const pick = <T>(flag: T | undefined, envName: string, dflt: T): T =>
     flag ?? (env[envName] as T | undefined) ?? dflt;
-  const num = (v: string | number | undefined): number | undefined =>
+  const num = (v: string | number | boolean | undefined): number | undefined =>
     v === undefined ? undefined : Number(v);
   const raw = {
     dataDir: resolveDataDir(flags.dataDir as string | undefined, env),
@@ -76,6 +93,10 @@ export function loadConfig(
     uploadTtlSeconds: num(pick(flags.uploadTtlSeconds, "LXHUB_UPLOAD_TTL", DEFAULTS.uploadTtlSeconds)),
     maxBlobBytes: num(pick(flags.maxBlobBytes, "LXHUB_MAX_BLOB_BYTES", DEFAULTS.maxBlobBytes)),
     issuer: pick(flags.issuer as string | undefined, "LXHUB_ISSUER", DEFAULTS.issuer),
+    allowInsecureWrites:
+      envBoolean(flags.allowInsecureWrites as boolean | undefined, "--allow-insecure-writes") ??
+      envBoolean(env.LXHUB_ALLOW_INSECURE_WRITES, "LXHUB_ALLOW_INSECURE_WRITES") ??
+      DEFAULTS.allowInsecureWrites,
   };
   const r = configSchema.safeParse(raw);
   if (!r.success) {
