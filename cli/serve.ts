@@ -23,6 +23,18 @@ export function registerServe(program: Command): void {
       "--allow-insecure-writes",
       "accept tokens over plain HTTP (loopback, or behind a TLS-terminating proxy; or $LXHUB_ALLOW_INSECURE_WRITES=1)",
     )
+    .option(
+      "--headers-timeout <seconds>",
+      "time to receive a request's headers (default 30, or $LXHUB_HEADERS_TIMEOUT)",
+    )
+    .option(
+      "--request-timeout <seconds>",
+      "time to receive a request body; authenticated uploads making progress are exempt (default 120, or $LXHUB_REQUEST_TIMEOUT)",
+    )
+    .option(
+      "--idle-timeout <seconds>",
+      "longest gap without a byte of a request body, uploads included (default 60, or $LXHUB_IDLE_TIMEOUT)",
+    )
     .action(
       async (o: {
         data?: string;
@@ -31,6 +43,9 @@ export function registerServe(program: Command): void {
         tlsCert?: string;
         tlsKey?: string;
         allowInsecureWrites?: boolean;
+        headersTimeout?: string;
+        requestTimeout?: string;
+        idleTimeout?: string;
       }) => {
         const config = loadConfig({
           dataDir: o.data,
@@ -39,6 +54,9 @@ export function registerServe(program: Command): void {
           tlsCert: o.tlsCert,
           tlsKey: o.tlsKey,
           allowInsecureWrites: o.allowInsecureWrites,
+          headersTimeoutSeconds: o.headersTimeout,
+          requestTimeoutSeconds: o.requestTimeout,
+          idleTimeoutSeconds: o.idleTimeout,
         });
         // Asynchronous, buffered log writes: a synchronous write per request would cap the read path.
         const dest = pino.destination({ sync: false });

@@ -128,7 +128,9 @@ export class UploadService {
       body.on("error", (err) => tap.destroy(err));
       // A dropped connection must end the append (with the bytes so far kept), never leave it waiting.
       body.on("close", () => {
-        if (!body.readableEnded) tap.destroy(new Error("the request body was cut off"));
+        if (!body.readableEnded) {
+          tap.destroy(Object.assign(new Error("the request body was cut off"), { code: "ECONNRESET" }));
+        }
       });
       source = body.pipe(tap);
     }

@@ -37,6 +37,15 @@ export const configSchema = z
      * listener or behind a proxy that terminates TLS.
      */
     allowInsecureWrites: z.boolean(),
+    /** Time to receive a request's headers (env LXHUB_HEADERS_TIMEOUT, seconds); then 408 and close. */
+    headersTimeoutSeconds: z.number().positive().max(3600),
+    /**
+     * Time to receive a whole request body (env LXHUB_REQUEST_TIMEOUT, seconds). An authenticated
+     * upload (`PATCH`/`PUT /api/v1/uploads/{id}`) is exempt while it keeps making progress.
+     */
+    requestTimeoutSeconds: z.number().positive().max(86400),
+    /** Longest gap without a byte while a request body is being received (env LXHUB_IDLE_TIMEOUT, seconds). */
+    idleTimeoutSeconds: z.number().positive().max(3600),
   })
   .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), {
     message: "--tls-cert and --tls-key go together",
@@ -56,6 +65,9 @@ export const DEFAULTS = {
   maxBlobBytes: 64 * 1024 ** 3,
   issuer: "lxhub",
   allowInsecureWrites: false,
+  headersTimeoutSeconds: 30,
+  requestTimeoutSeconds: 120,
+  idleTimeoutSeconds: 60,
 };
 
 /** `1`, `true`, `yes`, `on` (any case) are true; `0`, `false`, `no`, `off` false; empty is unset. */
@@ -97,6 +109,15 @@ export function loadConfig(
       envBoolean(flags.allowInsecureWrites as boolean | undefined, "--allow-insecure-writes") ??
       envBoolean(env.LXHUB_ALLOW_INSECURE_WRITES, "LXHUB_ALLOW_INSECURE_WRITES") ??
       DEFAULTS.allowInsecureWrites,
+    headersTimeoutSeconds: num(
+      pick(flags.headersTimeoutSeconds, "LXHUB_HEADERS_TIMEOUT", DEFAULTS.headersTimeoutSeconds),
+    ),
+    requestTimeoutSeconds: num(
+      pick(flags.requestTimeoutSeconds, "LXHUB_REQUEST_TIMEOUT", DEFAULTS.requestTimeoutSeconds),
+    ),
+    idleTimeoutSeconds: num(
+      pick(flags.idleTimeoutSeconds, "LXHUB_IDLE_TIMEOUT", DEFAULTS.idleTimeoutSeconds),
+    ),
   };
   const r = configSchema.safeParse(raw);
   if (!r.success) {
