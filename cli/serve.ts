@@ -35,6 +35,14 @@ export function registerServe(program: Command): void {
       "--idle-timeout <seconds>",
       "longest gap without a byte of a request body, uploads included (default 60, or $LXHUB_IDLE_TIMEOUT)",
     )
+    .option(
+      "--max-uploads-per-token <n>",
+      "open upload sessions one token may hold (default 16, or $LXHUB_MAX_UPLOADS_PER_TOKEN)",
+    )
+    .option(
+      "--max-upload-bytes-per-token <bytes>",
+      "bytes one token may hold in open upload sessions (default 128 GiB, or $LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN)",
+    )
     .action(
       async (o: {
         data?: string;
@@ -46,6 +54,8 @@ export function registerServe(program: Command): void {
         headersTimeout?: string;
         requestTimeout?: string;
         idleTimeout?: string;
+        maxUploadsPerToken?: string;
+        maxUploadBytesPerToken?: string;
       }) => {
         const config = loadConfig({
           dataDir: o.data,
@@ -57,6 +67,8 @@ export function registerServe(program: Command): void {
           headersTimeoutSeconds: o.headersTimeout,
           requestTimeoutSeconds: o.requestTimeout,
           idleTimeoutSeconds: o.idleTimeout,
+          maxUploadsPerToken: o.maxUploadsPerToken,
+          maxUploadBytesPerToken: o.maxUploadBytesPerToken,
         });
         // Asynchronous, buffered log writes: a synchronous write per request would cap the read path.
         const dest = pino.destination({ sync: false });

@@ -15,6 +15,9 @@ export interface RegistryOptions {
   uploadTtlSeconds: number;
   maxBlobBytes: number;
   issuer: string;
+  /** Upload quotas per token (defaults: UPLOAD_QUOTA_DEFAULTS). */
+  maxUploadsPerToken?: number;
+  maxUploadBytesPerToken?: number;
 }
 
 /** Every service of one registry, wired over its storage; used by `serve` and by offline commands. */
@@ -47,6 +50,8 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
     const uploads = new UploadService(blobs, catalog, {
       ttlSeconds: opts.uploadTtlSeconds,
       maxBlobBytes: opts.maxBlobBytes,
+      maxSessionsPerToken: opts.maxUploadsPerToken,
+      maxSessionBytesPerToken: opts.maxUploadBytesPerToken,
     });
     return { catalog, blobs, keyring, tokens, index, publish, uploads, close: () => catalog.close() };
   } catch (err) {

@@ -35,15 +35,42 @@ interface PrefixState {
   bytes: number;
 }
 
+/** What one token may hold in open upload sessions (docs/limits.md). */
+export interface UploadQuota {
+  /** Open sessions at once (LXHUB_MAX_UPLOADS_PER_TOKEN). */
+  maxSessionsPerToken: number;
+  /** Bytes in all its open sessions together (LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN). */
+  maxSessionBytesPerToken: number;
+}
+
+export const UPLOAD_QUOTA_DEFAULTS: UploadQuota = {
+  maxSessionsPerToken: 16,
+  maxSessionBytesPerToken: 128 * 1024 ** 3,
+};
+
 export class UploadService {
   /** In-memory only: after a restart the state is gone and publishing computes the hash itself. */
   private readonly prefixed = new Map<string, PrefixState>();
+  private readonly quota: UploadQuota;
 
   constructor(
     private readonly blobs: BlobStore,
     private readonly catalog: Catalog,
-    private readonly opts: { ttlSeconds: number; maxBlobBytes: number },
-  ) {}
+    private readonly opts: { ttlSeconds: number; maxBlobBytes: number } & Partial<UploadQuota>,
+  ) {
+    this.quota = {
+      maxSessionsPerToken: opts.maxSessionsPerToken ?? UPLOAD_QUOTA_DEFAULTS.maxSessionsPerToken,
+      maxSessionBytesPerToken: opts.maxSessionBytesPerToken ?? UPLOAD_QUOTA_DEFAULTS.maxSessionBytesPerToken,
+    };
+  }
+
+  /** Bytes held by the open sessions of `owner` (what their files hold now). */
+  private async heldBy(owner: string): Promise<{ sessions: number; bytes: number }> {
+    const ids = await this.catalog.openUploadSessionsOf(owner, new Date());
+    let bytes = 0;
+    for (const id of ids) bytes += (await this.blobs.uploadState(id).catch(() => null))?.offset ?? 0;
+    return { sessions: ids.length, bytes };
+  }
 
   private expiry(): string {
     return new Date(Date.now() + this.opts.ttlSeconds * 1000).toISOString();
@@ -73,6 +100,15 @@ export class UploadService {
         prefixState = { prefix, hash, bytes: 0 };
       }
     }
+    const open = (await this.catalog.openUploadSessionsOf(owner, new Date())).length;
+    if (open >= this.quota.maxSessionsPerToken) {
+      throw new LxhubError(
+        "QUOTA_EXCEEDED",
+        `this token already holds ${open} open upload sessions; the limit is ${this.quota.maxSessionsPerToken} ` +
+          "per token (LXHUB_MAX_UPLOADS_PER_TOKEN): commit or cancel one first",
+        { limit: "max_uploads_per_token", value: this.quota.maxSessionsPerToken },
+      );
+    }
     const state = await this.blobs.createUpload();
     if (prefixState) this.prefixed.set(state.id, prefixState);
     const expiresAt = this.expiry();
@@ -97,13 +133,13 @@ export class UploadService {
     }
   }
 
-  private async live(id: string): Promise<{ state: UploadState; expiresAt: string }> {
+  private async live(id: string): Promise<{ state: UploadState; expiresAt: string; owner: string }> {
     const rec = await this.catalog.getUploadSession(id).catch(() => null);
     const state = rec ? await this.blobs.uploadState(id).catch(() => null) : null;
     if (!rec || !state || Date.parse(rec.expiresAt) <= Date.now()) {
       throw new LxhubError("UPLOAD_NOT_FOUND", `no open upload session ${id}`);
     }
-    return { state, expiresAt: rec.expiresAt };
+    return { state, expiresAt: rec.expiresAt, owner: rec.createdBy };
   }
 
   async state(id: string): Promise<UploadView> {
@@ -113,8 +149,22 @@ export class UploadService {
 
   /** Append at `offset`; bytes that arrived before a dropped connection stay (see BlobStore.append). */
   async append(id: string, offset: number, body: Readable): Promise<UploadView> {
-    const { state } = await this.live(id);
-    const room = this.opts.maxBlobBytes - state.offset;
+    const { state, owner } = await this.live(id);
+    const blobRoom = this.opts.maxBlobBytes - state.offset;
+    // Concurrent appends of one token's sessions each see the others' bytes written so far, so
+    // together they may pass the quota by what is in flight at once.
+    const held = await this.heldBy(owner);
+    const quotaRoom = this.quota.maxSessionBytesPerToken - held.bytes;
+    const overQuota = (): LxhubError =>
+      new LxhubError(
+        "QUOTA_EXCEEDED",
+        `the token's open upload sessions would hold more than ${this.quota.maxSessionBytesPerToken} bytes, ` +
+          `the limit per token (LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN); they hold ${held.bytes} bytes in ` +
+          `${held.sessions} sessions: commit or cancel some first`,
+        { limit: "max_upload_bytes_per_token", value: this.quota.maxSessionBytesPerToken },
+      );
+    if (quotaRoom <= 0) throw overQuota();
+    const room = Math.min(blobRoom, quotaRoom);
     const pre = this.prefixed.get(id);
     let source: Readable = body;
     if (pre && pre.bytes === offset) {
@@ -145,6 +195,7 @@ export class UploadService {
       await this.catalog.touchUploadSession(id, expiresAt);
       return { id, offset: next.offset, expiresAt };
     } catch (err) {
+      if (err instanceof TooLargeError && quotaRoom < blobRoom) throw overQuota();
       throw mapStoreError(err);
     }
   }

@@ -1,5 +1,6 @@
 import path from "node:path";
 import { z } from "zod";
+import { UPLOAD_QUOTA_DEFAULTS } from "../registry/uploads.js";
 
 /**
  * Server configuration: one schema with defaults; flags > environment > defaults. A wrong value
@@ -46,6 +47,10 @@ export const configSchema = z
     requestTimeoutSeconds: z.number().positive().max(86400),
     /** Longest gap without a byte while a request body is being received (env LXHUB_IDLE_TIMEOUT, seconds). */
     idleTimeoutSeconds: z.number().positive().max(3600),
+    /** Open upload sessions one token may hold (env LXHUB_MAX_UPLOADS_PER_TOKEN). */
+    maxUploadsPerToken: z.number().int().positive(),
+    /** Bytes one token may hold in its open upload sessions together (env LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN). */
+    maxUploadBytesPerToken: z.number().int().positive(),
   })
   .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), {
     message: "--tls-cert and --tls-key go together",
@@ -68,6 +73,8 @@ export const DEFAULTS = {
   headersTimeoutSeconds: 30,
   requestTimeoutSeconds: 120,
   idleTimeoutSeconds: 60,
+  maxUploadsPerToken: UPLOAD_QUOTA_DEFAULTS.maxSessionsPerToken,
+  maxUploadBytesPerToken: UPLOAD_QUOTA_DEFAULTS.maxSessionBytesPerToken,
 };
 
 /** `1`, `true`, `yes`, `on` (any case) are true; `0`, `false`, `no`, `off` false; empty is unset. */
@@ -117,6 +124,12 @@ export function loadConfig(
     ),
     idleTimeoutSeconds: num(
       pick(flags.idleTimeoutSeconds, "LXHUB_IDLE_TIMEOUT", DEFAULTS.idleTimeoutSeconds),
+    ),
+    maxUploadsPerToken: num(
+      pick(flags.maxUploadsPerToken, "LXHUB_MAX_UPLOADS_PER_TOKEN", DEFAULTS.maxUploadsPerToken),
+    ),
+    maxUploadBytesPerToken: num(
+      pick(flags.maxUploadBytesPerToken, "LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN", DEFAULTS.maxUploadBytesPerToken),
     ),
   };
   const r = configSchema.safeParse(raw);
