@@ -109,15 +109,23 @@ export class UploadService {
         { limit: "max_uploads_per_token", value: this.quota.maxSessionsPerToken },
       );
     }
-    const state = await this.blobs.createUpload();
-    if (prefixState) this.prefixed.set(state.id, prefixState);
-    const expiresAt = this.expiry();
-    await this.catalog.createUploadSession({
-      id: state.id,
-      createdAt: new Date().toISOString(),
-      createdBy: owner,
-      expiresAt,
+    const state = await this.blobs.createUpload().catch((err: unknown) => {
+      throw mapStoreError(err);
     });
+    const expiresAt = this.expiry();
+    try {
+      await this.catalog.createUploadSession({
+        id: state.id,
+        createdAt: new Date().toISOString(),
+        createdBy: owner,
+        expiresAt,
+      });
+    } catch (err) {
+      // No session file without its record (a full disk fails the insert).
+      await this.blobs.cancelUpload(state.id).catch(() => undefined);
+      throw mapStoreError(err);
+    }
+    if (prefixState) this.prefixed.set(state.id, prefixState);
     return { id: state.id, offset: 0, expiresAt };
   }
 
@@ -196,6 +204,15 @@ export class UploadService {
       return { id, offset: next.offset, expiresAt };
     } catch (err) {
       if (err instanceof TooLargeError && quotaRoom < blobRoom) throw overQuota();
+      if (isNoSpace(err)) {
+        // Keeping a half-written session would keep the disk full for every other write: drop it.
+        await this.cancel(id).catch(() => undefined);
+        throw new LxhubError(
+          "INSUFFICIENT_STORAGE",
+          `the server's storage is full: upload session ${id} could not be written and was dropped ` +
+            "to free its space; start the upload again once the operator has made room",
+        );
+      }
       throw mapStoreError(err);
     }
   }
@@ -217,18 +234,22 @@ export class UploadService {
       if (err instanceof DigestMismatchError) await this.catalog.deleteUploadSession(id);
       throw mapStoreError(err);
     }
-    await this.catalog.recordBlob(info.digest, info.size);
     const pre = this.prefixed.get(id);
     this.prefixed.delete(id);
-    if (pre && pre.bytes === info.size)
-      await this.catalog.recordCombined(pre.prefix, info.digest, pre.hash.digest("hex"));
-    await this.catalog.deleteUploadSession(id);
-    await this.catalog.audit({
-      actor,
-      action: "blob.commit",
-      target: info.digest,
-      detail: { size: info.size },
-    });
+    try {
+      await this.catalog.recordBlob(info.digest, info.size);
+      if (pre && pre.bytes === info.size)
+        await this.catalog.recordCombined(pre.prefix, info.digest, pre.hash.digest("hex"));
+      await this.catalog.deleteUploadSession(id);
+      await this.catalog.audit({
+        actor,
+        action: "blob.commit",
+        target: info.digest,
+        detail: { size: info.size },
+      });
+    } catch (err) {
+      throw mapStoreError(err);
+    }
     return info;
   }
 
@@ -255,7 +276,19 @@ export class UploadService {
   }
 }
 
+/** The data folder's storage is full: no space (ENOSPC), over a disk quota (EDQUOT), or SQLite could not grow. */
+export function isNoSpace(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === "ENOSPC" || code === "EDQUOT" || code === "SQLITE_FULL";
+}
+
 export function mapStoreError(err: unknown): unknown {
+  if (isNoSpace(err)) {
+    return new LxhubError(
+      "INSUFFICIENT_STORAGE",
+      "the server's storage is full; try again once the operator has made room",
+    );
+  }
   if (err instanceof DigestMismatchError) {
     return new LxhubError("DIGEST_MISMATCH", err.message, {
       expected: err.expected,

@@ -13,7 +13,7 @@ import { splitHostPort } from "./config.js";
 import { createReadPath } from "./read-path.js";
 import { accessLogger, type LineSink } from "./access-log.js";
 import { sendError } from "./errors.js";
-import { guardBody, REQUEST_CUT, type MayOutlast } from "./request-timeouts.js";
+import { closeIfBodyUnread, guardBody, REQUEST_CUT, type MayOutlast } from "./request-body.js";
 import { allows } from "../registry/tokens.js";
 import { loadOrCreateTls, type TlsMaterial } from "./tls.js";
 
@@ -143,6 +143,7 @@ export async function startServer(
     guardBody(req, res, bodyLimits, mayOutlast, (why) =>
       log.warn({ event: "request-cut", method: req.method, url: req.url, why }),
     );
+    closeIfBodyUnread(req, res);
     if (read(req, res)) return;
     if (!config.allowInsecureWrites && carriesTokenInClear(req)) {
       refuseAndClose(res, new LxhubError("INSECURE_TRANSPORT", INSECURE_MESSAGE));

@@ -1,3 +1,8 @@
+/**
+ * Guards over a request's body, applied to every request by server/app.ts: how long it may take
+ * to arrive (guardBody), and closing the connection after an answer given before it was all read
+ * (closeIfBodyUnread).
+ */
 import type { IncomingMessage, ServerResponse } from "node:http";
 
 /**
@@ -97,4 +102,19 @@ export function guardBody(
   // A quarter of the shorter limit: a stalled body is cut at most 25% after its limit.
   const timer = setInterval(check, Math.max(25, Math.min(limits.idleMs, limits.requestMs) / 4));
   socket.on("close", stop);
+}
+
+/**
+ * When the answer starts while the request body is still arriving (an error mid-upload: full disk,
+ * quota, offset), say `Connection: close`: the rest of the body is not read, Node closes the
+ * socket after the answer, and the client learns not to send its next request on it (where it
+ * would meet a reset).
+ */
+export function closeIfBodyUnread(req: IncomingMessage, res: ServerResponse): void {
+  if (!announcesBody(req)) return;
+  const writeHead = res.writeHead;
+  res.writeHead = function (this: ServerResponse, ...args: Parameters<typeof writeHead>) {
+    if (!req.complete) this.setHeader("connection", "close");
+    return writeHead.apply(this, args);
+  } as typeof writeHead;
 }
