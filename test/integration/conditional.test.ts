@@ -5,8 +5,8 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createToken, startServer, type RunningServer } from "../support/server.js";
-import { api, sha256Hex, uploadFile, versionPath } from "../support/api.js";
-import { buildTinyImage } from "../support/tiny-image.js";
+import { sha256Hex } from "../support/api.js";
+import { publishTinyImage } from "../support/tiny-image.js";
 
 /** A raw GET (node's fetch would add and decode gzip itself). */
 function rawGet(
@@ -28,23 +28,12 @@ describe("conditional requests on documents, image files and blobs", () => {
   let s: RunningServer;
   let work: string;
   let rootDigest: string;
-  const product = { os: "tiny", release: "1", arch: "amd64", variant: "default" };
 
   before(async () => {
     work = await mkdtemp(path.join(tmpdir(), "lxhub-cond-"));
     s = await startServer();
     const admin = await createToken(s.dataDir, "admin");
-    const img = await buildTinyImage(path.join(work, "img"));
-    const meta = await uploadFile(s.httpUrl, admin, img.files["lxd.tar.xz"]!);
-    rootDigest = await uploadFile(s.httpUrl, admin, img.files["rootfs.tar.xz"]!);
-    const body = JSON.stringify({
-      files: [
-        { name: "lxd.tar.xz", ftype: "lxd.tar.xz", digest: meta },
-        { name: "rootfs.tar.xz", ftype: "root.tar.xz", digest: rootDigest },
-      ],
-    });
-    const r = await api(s.httpUrl, "PUT", versionPath(product, "20240101_0000"), { token: admin, body });
-    assert.equal(r.status, 201, r.text);
+    rootDigest = (await publishTinyImage(s.httpUrl, admin, path.join(work, "img"))).digests.root;
   });
   after(async () => {
     await s?.stop();

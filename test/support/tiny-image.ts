@@ -7,6 +7,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runOk } from "./process.js";
+import { api, uploadFile, versionPath } from "./api.js";
 
 export interface TinyImage {
   dir: string;
@@ -49,4 +50,31 @@ export async function buildTinyImage(
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** The product a tiny image is published as by publishTinyImage. */
+export const TINY_PRODUCT = { os: "tiny", release: "1", arch: "amd64", variant: "default" };
+
+/**
+ * Build a tiny image in `dir`, upload its files and publish them as TINY_PRODUCT `version`
+ * (path `/images/tiny/1/amd64/default/<version>/…`); returns the image and its files' digests.
+ */
+export async function publishTinyImage(
+  base: string,
+  token: string,
+  dir: string,
+  version = "20240101_0000",
+): Promise<TinyImage & { digests: { meta: string; root: string } }> {
+  const img = await buildTinyImage(dir);
+  const meta = await uploadFile(base, token, img.files["lxd.tar.xz"]!);
+  const root = await uploadFile(base, token, img.files["rootfs.tar.xz"]!);
+  const body = JSON.stringify({
+    files: [
+      { name: "lxd.tar.xz", ftype: "lxd.tar.xz", digest: meta },
+      { name: "rootfs.tar.xz", ftype: "root.tar.xz", digest: root },
+    ],
+  });
+  const r = await api(base, "PUT", versionPath(TINY_PRODUCT, version), { token, body });
+  if (r.status !== 201) throw new Error(`publish ${version}: ${r.status} ${r.text}`);
+  return { ...img, digests: { meta, root } };
 }
