@@ -83,6 +83,21 @@ export function carriesTokenInClear(req: http.IncomingMessage): boolean {
 }
 
 /**
+ * Whether the path decodes as percent-encoded UTF-8. Overlong forms (`%c0%ae`) and lone bytes
+ * (`%ff`) do not; the API's router would fail on them with an error of its own (a 500 at its
+ * error boundary), so they are answered 400 before it.
+ */
+export function decodablePath(url: string): boolean {
+  const q = url.indexOf("?");
+  try {
+    decodeURIComponent(q >= 0 ? url.slice(0, q) : url);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Answer an error without reading the request body, and close the connection afterwards: the
  * unread body (up to the largest blob) is never taken in.
  */
@@ -145,6 +160,13 @@ export async function startServer(
     );
     closeIfBodyUnread(req, res);
     if (read(req, res)) return;
+    if (!decodablePath(req.url ?? "/")) {
+      refuseAndClose(
+        res,
+        new LxhubError("BAD_REQUEST", "the request path is not valid percent-encoded UTF-8"),
+      );
+      return;
+    }
     if (!config.allowInsecureWrites && carriesTokenInClear(req)) {
       refuseAndClose(res, new LxhubError("INSECURE_TRANSPORT", INSECURE_MESSAGE));
       return;
