@@ -33,7 +33,9 @@ export interface Registry {
 }
 
 export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
-  await mkdir(opts.dataDir, { recursive: true, mode: 0o750 });
+  // 0700: the folder holds the signing keys, the token secret and the TLS key (each also 0600 in
+  // a 0700 folder of its own); an existing folder keeps the mode its operator gave it.
+  await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   const catalog = await Catalog.open({
     client: "sqlite",
     filename: dataPath(opts.dataDir, { kind: "catalog" }),
