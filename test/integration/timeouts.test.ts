@@ -1,6 +1,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
+import tls from "node:tls";
 import { createToken, startServer, type RunningServer } from "../support/server.js";
 import { api, settledOffset, truncatedPatch } from "../support/api.js";
 
@@ -20,11 +21,21 @@ interface Outcome {
  * A raw connection that sends `head`, then `drip` bytes one at a time every `everyMs` (none when
  * `drip` is empty), and reports when the server closes the connection.
  */
-function rawClient(base: string, head: string, drip = "", everyMs = 300): Promise<Outcome> {
+function rawClient(
+  base: string,
+  head: string,
+  drip = "",
+  everyMs = 300,
+  /** Speak TLS, trusting this certificate. */
+  ca?: string,
+): Promise<Outcome> {
   const url = new URL(base);
   return new Promise((resolve, reject) => {
     const t0 = Date.now();
-    const sock = net.connect(Number(url.port), url.hostname);
+    const sock =
+      ca === undefined
+        ? net.connect(Number(url.port), url.hostname)
+        : tls.connect({ port: Number(url.port), host: url.hostname, ca });
     let data = "";
     let i = 0;
     const dripper = setInterval(() => {
@@ -148,6 +159,29 @@ describe("request timeouts (headers 1 s, body 2 s, idle gap 1 s)", () => {
       await new Promise((res) => setTimeout(res, 100));
     }
     assert.equal(offset, 10);
+  });
+
+  it("over TLS too: a progressing upload runs on, a stalled body is cut", async () => {
+    const open = await api(s.httpUrl, "POST", "/api/v1/uploads", { token: admin });
+    const location = String(open.json?.location);
+    const body = "0123456789abcd";
+    const head = requestHead("PATCH", location, {
+      authorization: `Bearer ${admin}`,
+      "content-length": body.length,
+      "content-range": `bytes 0-${body.length - 1}/*`,
+    });
+    const slow = await rawClient(s.httpsUrl, head, body, 300, s.certPem);
+    assert.match(slow.data, /^HTTP\/1\.1 202 /, slow.data);
+    assert.ok(slow.closedAfter > 3_000, `finished after ${slow.closedAfter} ms`);
+
+    const stalled = requestHead("POST", "/api/v1/tokens", {
+      authorization: `Bearer ${admin}`,
+      "content-length": 100,
+    });
+    const cut = await rawClient(s.httpsUrl, stalled + "{", "", 300, s.certPem);
+    assert.equal(cut.hung, false);
+    assert.ok(cut.closedAfter < 3_000, `closed after ${cut.closedAfter} ms`);
+    assert.match(cut.data, /^HTTP\/1\.1 408 /);
   });
 
   it("does not spare a progressing upload whose token is not valid", async () => {
