@@ -18,6 +18,9 @@ export interface RegistryOptions {
   issuer: string;
   /** Told once about each catalog record the documents leave out because it breaks a rule. */
   onProblem?: (problem: string) => void;
+  /** Upload quotas per token (defaults: UPLOAD_QUOTA_DEFAULTS). */
+  maxUploadsPerToken?: number;
+  maxUploadBytesPerToken?: number;
 }
 
 /** Every service of one registry, wired over its storage; used by `serve` and by offline commands. */
@@ -36,7 +39,9 @@ export interface Registry {
 }
 
 export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
-  await mkdir(opts.dataDir, { recursive: true, mode: 0o750 });
+  // 0700: the folder holds the signing keys, the token secret and the TLS key (each also 0600 in
+  // a 0700 folder of its own); an existing folder keeps the mode its operator gave it.
+  await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   const catalog = await Catalog.open({
     client: "sqlite",
     filename: dataPath(opts.dataDir, { kind: "catalog" }),
@@ -54,6 +59,8 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
     const uploads = new UploadService(blobs, catalog, {
       ttlSeconds: opts.uploadTtlSeconds,
       maxBlobBytes: opts.maxBlobBytes,
+      maxSessionsPerToken: opts.maxUploadsPerToken,
+      maxSessionBytesPerToken: opts.maxUploadBytesPerToken,
     });
     return {
       catalog,
