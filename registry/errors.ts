@@ -100,6 +100,11 @@ export const ERROR_CATALOG = {
       "a per-token limit (open upload sessions, bytes in open sessions) is reached; the message names it",
   },
   INSUFFICIENT_STORAGE: { status: 507, description: "the server's storage is full; nothing was kept" },
+  REQUEST_TIMEOUT: {
+    status: 408,
+    description:
+      "the request body stalled (idle timeout) or took too long (request timeout); the connection is closed",
+  },
   INTERNAL: {
     status: 500,
     description: "an unexpected server error; details are in the server's log, never in the answer",

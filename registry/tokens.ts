@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { mkdir, readFile, writeFile, link, unlink, open } from "node:fs/promises";
 import path from "node:path";
 import { SignJWT, jwtVerify, errors as joseErrors } from "jose";
+import { restrictMode } from "../signing/secret-files.js";
 import type { Catalog } from "../storage/catalog/catalog.js";
 import { LxhubError } from "./errors.js";
 
@@ -117,6 +118,8 @@ export class TokenService {
       }
     }
     if (secret.length < 32) throw new Error(`token secret in ${secretFile} is too short`);
+    await restrictMode(path.dirname(secretFile), 0o700);
+    await restrictMode(secretFile, 0o600);
     return new TokenService(catalog, new Uint8Array(secret));
   }
 

@@ -1,7 +1,6 @@
 import express, { type NextFunction, type Request, type Response } from "express";
 import { LxhubError } from "../registry/errors.js";
 import { renderError } from "./errors.js";
-import { hasBody } from "./routes/body.js";
 import { blobRoutes } from "./routes/blobs.js";
 import { healthRoutes } from "./routes/health.js";
 import { productRoutes } from "./routes/products.js";
@@ -44,28 +43,6 @@ async function run(route: Route, req: Request, res: Response, deps: ApiDeps): Pr
   await route.handle!({ req, res, params, principal, deps });
 }
 
-/** How long a connection whose request body was refused stays half-closed before it is destroyed. */
-const LINGER_MS = 500;
-
-/**
- * An answer given before the request's body was read closes the connection instead of draining
- * the body (Node's default, to keep the connection alive): a refused 1 GiB upload costs a few
- * kilobytes, not 1 GiB of reading. Once the answer is out the socket stops reading and stays
- * half-closed for LINGER_MS before it is destroyed, so that a client still sending its body
- * reads the answer instead of a connection reset (Go's net/http does the same).
- */
-function closeIfBodyUnread(req: Request, res: Response): void {
-  if (req.complete || !hasBody(req)) return;
-  const socket = req.socket;
-  res.set("connection", "close");
-  res.once("finish", () => {
-    // Node ends the socket now and would destroy it as soon as the FIN is out (destroySoon).
-    socket.removeListener("finish", socket.destroy);
-    setImmediate(() => socket.pause());
-    setTimeout(() => socket.destroy(), LINGER_MS).unref();
-  });
-}
-
 /** The publish/admin API on express, composed from the route tables; errors become answers at one boundary. */
 export function createApi(deps: ApiDeps): express.Express {
   const app = express();
@@ -97,18 +74,12 @@ export function createApi(deps: ApiDeps): express.Express {
   });
   // The one boundary where errors become answers.
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
-    // A path segment that is not valid percent-encoding (express could not decode the parameter).
-    const mapped =
-      err instanceof URIError
-        ? new LxhubError("INVALID_NAME", "a path segment is not valid percent-encoding")
-        : err;
-    const { status, body } = renderError(mapped);
+    const { status, body } = renderError(err);
     if (status === 500) deps.onInternalError?.(err);
     if (res.headersSent) {
       res.destroy();
       return;
     }
-    closeIfBodyUnread(req, res);
     // RFC 9110 §11.6.1: a 401 names the scheme it wants.
     if (status === 401) res.set("www-authenticate", 'Bearer realm="lxhub"');
     res.status(status).json(body);

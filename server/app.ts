@@ -98,15 +98,6 @@ export function decodablePath(url: string): boolean {
 }
 
 /**
- * Answer an error without reading the request body, and close the connection afterwards: the
- * unread body (up to the largest blob) is never taken in.
- */
-export function refuseAndClose(res: http.ServerResponse, err: LxhubError): void {
-  res.setHeader("connection", "close");
-  sendError(res, err);
-}
-
-/**
  * Compose and start the server: registry services, the read path ahead of the express API,
  * a plain HTTP listener and a TLS 1.3 listener that also answers plain HTTP on the same port
  * (LXD asks for every image file over http:// on the HTTPS port first, simplestreams.md §1.6:
@@ -168,14 +159,11 @@ export async function startServer(
     closeIfBodyUnread(req, res);
     if (read(req, res)) return;
     if (!decodablePath(req.url ?? "/")) {
-      refuseAndClose(
-        res,
-        new LxhubError("BAD_REQUEST", "the request path is not valid percent-encoded UTF-8"),
-      );
+      sendError(res, new LxhubError("INVALID_NAME", "the request path is not valid percent-encoded UTF-8"));
       return;
     }
     if (!config.allowInsecureWrites && carriesTokenInClear(req)) {
-      refuseAndClose(res, new LxhubError("INSECURE_TRANSPORT", INSECURE_MESSAGE));
+      sendError(res, new LxhubError("INSECURE_TRANSPORT", INSECURE_MESSAGE));
       return;
     }
     api(req, res);

@@ -1,12 +1,20 @@
 import type { ServerResponse } from "node:http";
 import { ERROR_CATALOG, LxhubError } from "../registry/errors.js";
+import { isNoSpace } from "../registry/uploads.js";
 
 /**
  * The one boundary where errors become answers: the status comes from the error catalog
- * (registry/errors.ts). Any thrown value becomes the JSON error body; errors that are not
+ * (registry/errors.ts). Any thrown value becomes the JSON error body; a full disk or database
+ * anywhere (publish, tokens, uploads) is INSUFFICIENT_STORAGE; other errors that are not
  * LxhubErrors become INTERNAL without leaking detail.
  */
 export function renderError(err: unknown): { status: number; body: { error: Record<string, unknown> } } {
+  if (isNoSpace(err)) {
+    err = new LxhubError(
+      "INSUFFICIENT_STORAGE",
+      "the server's storage is full; nothing was kept; try again once the operator has made room",
+    );
+  }
   if (err instanceof LxhubError) {
     const error: Record<string, unknown> = { code: err.code, message: err.message };
     if (err.detail) error.detail = err.detail;

@@ -4,6 +4,8 @@
  * (closeIfBodyUnread).
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { LxhubError } from "../registry/errors.js";
+import { sendError } from "./errors.js";
 
 /**
  * How long a request may take to arrive (docs/limits.md). Node's own `headersTimeout` bounds the
@@ -73,8 +75,8 @@ export function guardBody(
       req.destroy(Object.assign(new Error(`request cut: ${why}`), { code: REQUEST_CUT }));
     };
     if (!res.headersSent) {
-      res.writeHead(408, { connection: "close", "content-length": 0 });
-      res.end(abort);
+      res.once("finish", abort);
+      sendError(res, new LxhubError("REQUEST_TIMEOUT", `the request was cut: ${why}`));
     } else {
       abort();
     }
@@ -104,17 +106,31 @@ export function guardBody(
   socket.on("close", stop);
 }
 
+/** How long a connection whose request body was refused stays half-closed before it is destroyed. */
+const LINGER_MS = 500;
+
 /**
- * When the answer starts while the request body is still arriving (an error mid-upload: full disk,
- * quota, offset), say `Connection: close`: the rest of the body is not read, Node closes the
- * socket after the answer, and the client learns not to send its next request on it (where it
- * would meet a reset).
+ * An answer that starts while the request body is still arriving (401, 403, 404, 405, 413, a quota,
+ * a full disk, a wrong offset, a cut) says `Connection: close` and the rest of the body is not read:
+ * a refused 1 GiB upload costs a few kilobytes, not 1 GiB of reading (Node's default drains it
+ * to keep the connection alive). Once the answer is out the socket stops reading and stays
+ * half-closed for LINGER_MS before it is destroyed, so that a client still sending its body reads
+ * the answer instead of a connection reset (Go's net/http does the same).
  */
 export function closeIfBodyUnread(req: IncomingMessage, res: ServerResponse): void {
   if (!announcesBody(req)) return;
   const writeHead = res.writeHead;
   res.writeHead = function (this: ServerResponse, ...args: Parameters<typeof writeHead>) {
-    if (!req.complete) this.setHeader("connection", "close");
+    if (!req.complete) {
+      this.setHeader("connection", "close");
+      const socket = req.socket;
+      this.once("finish", () => {
+        // Node ends the socket now and would destroy it as soon as the FIN is out (destroySoon).
+        socket.removeListener("finish", socket.destroy);
+        setImmediate(() => socket.pause());
+        setTimeout(() => socket.destroy(), LINGER_MS).unref();
+      });
+    }
     return writeHead.apply(this, args);
   } as typeof writeHead;
 }

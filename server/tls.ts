@@ -1,5 +1,6 @@
 import { createHash, webcrypto } from "node:crypto";
-import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { restrictMode } from "../signing/secret-files.js";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 
 export interface TlsMaterial {
@@ -33,8 +34,7 @@ async function restrictOwnKey(keyFile: string): Promise<void> {
     [path.dirname(keyFile), 0o700],
     [keyFile, 0o600],
   ] as const) {
-    const current = (await stat(p)).mode & 0o777;
-    if ((current & ~mode) !== 0) await chmod(p, current & mode);
+    await restrictMode(p, mode);
   }
 }
 

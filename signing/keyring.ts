@@ -17,7 +17,8 @@
  * process sees a rotation done by another only after reopening.
  */
 import { randomBytes } from "node:crypto";
-import { chmod, mkdir, open, readdir, readFile, rename, stat, unlink } from "node:fs/promises";
+import { restrictMode } from "./secret-files.js";
+import { mkdir, open, readdir, readFile, rename, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK } from "jose";
 
@@ -85,15 +86,6 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
-/**
- * Take away any permission beyond `mode` (a key folder or file made by hand, or by an older
- * version, may be readable by others); never widens.
- */
-async function restrict(path: string, mode: number): Promise<void> {
-  const current = (await stat(path)).mode & 0o777;
-  if ((current & ~mode) !== 0) await chmod(path, current & mode);
-}
-
 async function loadKeyFile(dir: string, file: string): Promise<SigningKey> {
   const path = join(dir, file);
   const kidFromName = file.slice(0, -SUFFIX.length);
@@ -150,9 +142,9 @@ export class Keyring {
    */
   static async open(dir: string): Promise<Keyring> {
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    await restrict(dir, 0o700);
+    await restrictMode(dir, 0o700);
     const files = (await readdir(dir)).filter((f) => f.endsWith(SUFFIX) && !f.startsWith("."));
-    for (const file of files) await restrict(join(dir, file), 0o600);
+    for (const file of files) await restrictMode(join(dir, file), 0o600);
     const keys: SigningKey[] = [];
     for (const file of files) keys.push(await loadKeyFile(dir, file));
     keys.sort(byAge);

@@ -15,7 +15,7 @@ const document = (path: string, operationId: string): Route => ({
   // 404 until the first documents are built.
   answers: [200, 304],
   errors: ["NOT_FOUND"],
-  headers: ["etag", "cache-control", "vary"],
+  headers: ["etag", "last-modified", "cache-control", "vary"],
 });
 
 const file = (path: string, operationId: string): Route => ({

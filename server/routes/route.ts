@@ -185,6 +185,11 @@ export function routeErrors(route: Route): ErrorCode[] {
   if (route.auth !== "none" && route.method !== "GET" && route.method !== "HEAD")
     codes.add("INSECURE_TRANSPORT");
   if (route.auth === "upload-owner") codes.add("UPLOAD_NOT_FOUND");
+  // A body that stalls or takes too long is cut (server/request-body.ts).
+  if (route.body !== "none") codes.add("REQUEST_TIMEOUT");
+  // A write to the catalog or the blob store may find the disk full (server/errors.ts).
+  if (route.auth !== "none" && route.method !== "GET" && route.method !== "HEAD")
+    codes.add("INSUFFICIENT_STORAGE");
   if (route.body === "json") codes.add("BAD_REQUEST").add("MALFORMED_JSON").add("TOO_LARGE");
   if (route.body === "bytes") codes.add("BAD_REQUEST").add("TOO_LARGE");
   // Routes served by the API (not the read path) check their parameters and may fail unexpectedly.

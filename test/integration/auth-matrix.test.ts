@@ -134,7 +134,8 @@ describe("auth matrix: every write route × every kind of token", () => {
 
   before(async () => {
     work = await mkdtemp(path.join(tmpdir(), "lxhub-auth-"));
-    s = await startServer();
+    // Each case opens its own upload session with the one admin token: lift the per-token quota.
+    s = await startServer({ extraArgs: ["--max-uploads-per-token", "1000"] });
     admin = await createToken(s.dataDir, "admin");
     const img = await buildBusyboxImage(path.join(work, "img"), { serial: VERSION });
     files = [

@@ -58,6 +58,8 @@ describe("files holding secrets are 0600 in 0700 folders", () => {
     await chmod(path.join(data, "keys/signing", keyFile!), 0o644);
     await chmod(path.join(data, "tls"), 0o755);
     await chmod(path.join(data, "tls/server.key"), 0o644);
+    await chmod(path.join(data, "keys"), 0o755);
+    await chmod(path.join(data, "keys/token-secret"), 0o644);
     s = await startServer({ dataDir: data });
     await s.stop();
     const modes = await secretModes(data);
