@@ -151,7 +151,7 @@ say "token and server in $RUN"
 TOKEN=$(node "$CLI" token create --data "$DATA" --scope admin --ttl 2h 2>"$RUN/token.err") || die "token create failed: $(cat "$RUN/token.err")"
 PORT=$(free_port)
 HTTP="http://127.0.0.1:$PORT"
-node "$CLI" serve --data "$DATA" --listen "127.0.0.1:$PORT" --tls-listen '' >"$RUN/serve.log" 2>"$RUN/serve.err" &
+node "$CLI" serve --data "$DATA" --listen "127.0.0.1:$PORT" --tls-listen '' --allow-insecure-writes >"$RUN/serve.log" 2>"$RUN/serve.err" &
 LXHUB_PID=$!
 for ((i = 0; i < 300; i++)); do
   [[ "$(curl -s -o /dev/null -w '%{http_code}' "$HTTP/readyz")" == 200 ]] && break

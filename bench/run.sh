@@ -129,7 +129,7 @@ start_lxhub() {
   port=$(free_port)
   tls_port=$(free_port)
   while [[ "$tls_port" == "$port" ]]; do tls_port=$(free_port); done
-  "${LXHUB[@]}" serve --data "$DATA" --listen "127.0.0.1:$port" --tls-listen "127.0.0.1:$tls_port" >"$log" 2>"$err" &
+  "${LXHUB[@]}" serve --data "$DATA" --listen "127.0.0.1:$port" --tls-listen "127.0.0.1:$tls_port" --allow-insecure-writes >"$log" 2>"$err" &
   LXHUB_PID=$!
   HTTP="http://127.0.0.1:$port"
   for ((i = 0; i < 300; i++)); do

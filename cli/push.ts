@@ -28,6 +28,13 @@ export function registerPush(program: Command): void {
     .action(async (server: string, dir: string, flags: PushFlags) => {
       const token = flags.token ?? process.env.LXHUB_TOKEN;
       if (!token) throw new Error("no token: pass --token or set LXHUB_TOKEN");
+      if (/^http:/i.test(server)) {
+        process.stderr.write(
+          `lxhub: warning: ${server} is plain HTTP: the token is sent in clear, and anyone on the way ` +
+            "can read it and publish with it; use the server's https:// address (--ca pins a self-signed " +
+            "certificate). The server refuses it unless started with --allow-insecure-writes.\n",
+        );
+      }
       let ca: Buffer | undefined;
       if (flags.ca) {
         try {

@@ -19,6 +19,30 @@ export function registerServe(program: Command): void {
     )
     .option("--tls-cert <file>", "PEM certificate (default: self-signed, made on first start)")
     .option("--tls-key <file>", "PEM private key for --tls-cert")
+    .option(
+      "--allow-insecure-writes",
+      "accept tokens over plain HTTP (loopback, or behind a TLS-terminating proxy; or $LXHUB_ALLOW_INSECURE_WRITES=1)",
+    )
+    .option(
+      "--headers-timeout <seconds>",
+      "time to receive a request's headers (default 30, or $LXHUB_HEADERS_TIMEOUT)",
+    )
+    .option(
+      "--request-timeout <seconds>",
+      "time to receive a request body; authenticated uploads making progress are exempt (default 120, or $LXHUB_REQUEST_TIMEOUT)",
+    )
+    .option(
+      "--idle-timeout <seconds>",
+      "longest gap without a byte of a request body, uploads included (default 60, or $LXHUB_IDLE_TIMEOUT)",
+    )
+    .option(
+      "--max-uploads-per-token <n>",
+      "open upload sessions one token may hold (default 16, or $LXHUB_MAX_UPLOADS_PER_TOKEN)",
+    )
+    .option(
+      "--max-upload-bytes-per-token <bytes>",
+      "bytes one token may hold in open upload sessions (default 128 GiB, or $LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN)",
+    )
     .action(
       async (o: {
         data?: string;
@@ -26,6 +50,12 @@ export function registerServe(program: Command): void {
         tlsListen?: string;
         tlsCert?: string;
         tlsKey?: string;
+        allowInsecureWrites?: boolean;
+        headersTimeout?: string;
+        requestTimeout?: string;
+        idleTimeout?: string;
+        maxUploadsPerToken?: string;
+        maxUploadBytesPerToken?: string;
       }) => {
         const config = loadConfig({
           dataDir: o.data,
@@ -33,6 +63,12 @@ export function registerServe(program: Command): void {
           tlsListen: o.tlsListen,
           tlsCert: o.tlsCert,
           tlsKey: o.tlsKey,
+          allowInsecureWrites: o.allowInsecureWrites,
+          headersTimeoutSeconds: o.headersTimeout,
+          requestTimeoutSeconds: o.requestTimeout,
+          idleTimeoutSeconds: o.idleTimeout,
+          maxUploadsPerToken: o.maxUploadsPerToken,
+          maxUploadBytesPerToken: o.maxUploadBytesPerToken,
         });
         // Asynchronous, buffered log writes: a synchronous write per request would cap the read path.
         const dest = pino.destination({ sync: false });

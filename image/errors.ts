@@ -10,6 +10,8 @@ export type ImageFormatReason =
   | "NO_METADATA"
   /** `metadata.yaml` is larger than the limit LXD applies (simplestreams.md §3.6). */
   | "METADATA_TOO_LARGE"
+  /** More bytes than the caller's limit came out of the decompressor before metadata.yaml was found. */
+  | "DECOMPRESSED_TOO_LARGE"
   /** `metadata.yaml` is not valid YAML or its fields have the wrong types. */
   | "INVALID_METADATA";
 

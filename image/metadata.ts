@@ -4,7 +4,7 @@
  * the top level as `metadata.yaml` or `./metadata.yaml`, at most 1 MiB.
  */
 import { createReadStream } from "node:fs";
-import { Readable, type Duplex } from "node:stream";
+import { Readable, Transform, type Duplex } from "node:stream";
 import { extract as tarExtract, type Extract } from "tar-stream";
 import { isAlias, isMap, isScalar, parseDocument, type Document, type Node as YamlNode } from "yaml";
 import type { ImageMetadata } from "../simplestreams/types.js";
@@ -19,6 +19,13 @@ import { ImageFormatError } from "./errors.js";
 
 /** The cap LXD applies when it reads metadata.yaml itself (simplestreams.md §3.6). */
 export const METADATA_MAX_BYTES = 1024 * 1024;
+
+/**
+ * Default cap on the tarball's bytes after decompression while metadata.yaml is looked for. A
+ * metadata tarball is a few KiB of YAML and templates; a small xz file can inflate to many GiB
+ * (a 580 KB one to 3 GiB), and reading it all would hold a publish for many seconds.
+ */
+export const METADATA_SCAN_MAX_BYTES = 64 * 1024 * 1024;
 
 const METADATA_NAMES = new Set(["metadata.yaml", "./metadata.yaml"]);
 
@@ -127,14 +134,24 @@ async function readCapped(entry: Entry): Promise<Buffer> {
  * metadata.yaml is not read, so corruption there goes unnoticed here; the file's sha256 is what
  * vouches for the whole of it.
  *
+ * At most `maxScanBytes` (default METADATA_SCAN_MAX_BYTES) decompressed bytes are read while
+ * metadata.yaml is looked for; past them the tarball is refused (`DECOMPRESSED_TOO_LARGE`, the
+ * message names the limit) without decompressing the rest.
+ *
  * Throws `ImageFormatError` for anything wrong with the bytes (empty, corrupt compression, not a
- * tar, no metadata.yaml, larger than 1 MiB, invalid YAML or fields); `CodecUnavailableError` when
- * the decompressor is not installed; the source's own error (e.g. ENOENT) otherwise.
+ * tar, no metadata.yaml, larger than 1 MiB, past `maxScanBytes`, invalid YAML or fields);
+ * `CodecUnavailableError` when the decompressor is not installed; the source's own error (e.g.
+ * ENOENT) otherwise.
  */
-export async function readImageMetadata(source: string | Readable): Promise<ImageMetadata> {
+export async function readImageMetadata(
+  source: string | Readable,
+  opts: { maxScanBytes?: number } = {},
+): Promise<ImageMetadata> {
+  const maxScanBytes = opts.maxScanBytes ?? METADATA_SCAN_MAX_BYTES;
   const input = typeof source === "string" ? createReadStream(source, { highWaterMark: 256 * 1024 }) : source;
   let body: Readable | undefined;
   let codec: Duplex | undefined;
+  let limiter: Transform | undefined;
   const extract = tarExtract();
   try {
     const peeked = await peek(input);
@@ -143,8 +160,24 @@ export async function readImageMetadata(source: string | Readable): Promise<Imag
     const kind = detectCompression(peeked.head);
     codec = decompressStream(kind);
 
+    let scanned = 0;
+    limiter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        scanned += chunk.length;
+        if (scanned <= maxScanBytes) return cb(null, chunk);
+        cb(
+          new ImageFormatError(
+            "DECOMPRESSED_TOO_LARGE",
+            `metadata.yaml is not within the first ${maxScanBytes} bytes of the tarball` +
+              `${kind === "none" ? "" : ` after ${kind} decompression`}, the limit while it is looked for ` +
+              "(a metadata tarball is small; this one may be a decompression bomb)",
+          ),
+        );
+      },
+    });
+
     let failure: Failure | undefined;
-    const parts = [body, codec];
+    const parts: Readable[] = [body, codec, limiter];
     const fail = (stage: Stage) => (error: Error) => {
       failure ??= { stage, error };
       for (const part of parts) part.destroy();
@@ -152,8 +185,9 @@ export async function readImageMetadata(source: string | Readable): Promise<Imag
     };
     body.on("error", fail("source"));
     codec.on("error", fail("codec"));
+    limiter.on("error", fail("codec"));
     extract.on("error", fail("tar"));
-    body.pipe(codec).pipe(extract);
+    body.pipe(codec).pipe(limiter).pipe(extract);
 
     let metadata: Buffer | undefined;
     let sawEntry = false;
@@ -183,6 +217,7 @@ export async function readImageMetadata(source: string | Readable): Promise<Imag
     return parseImageMetadata(metadata);
   } finally {
     extract.destroy();
+    limiter?.destroy();
     codec?.destroy();
     body?.destroy();
     input.destroy();

@@ -5,6 +5,7 @@ import type { BlobStore } from "../storage/blobs/store.js";
 import { Catalog } from "../storage/catalog/catalog.js";
 import { dataPath } from "../storage/layout.js";
 import { IndexService } from "./indexer.js";
+import { ProductService } from "./products.js";
 import { PublishService } from "./publish.js";
 import { TokenService } from "./tokens.js";
 import { UploadService } from "./uploads.js";
@@ -17,6 +18,9 @@ export interface RegistryOptions {
   issuer: string;
   /** Told once about each catalog record the documents leave out because it breaks a rule. */
   onProblem?: (problem: string) => void;
+  /** Upload quotas per token (defaults: UPLOAD_QUOTA_DEFAULTS). */
+  maxUploadsPerToken?: number;
+  maxUploadBytesPerToken?: number;
 }
 
 /** Every service of one registry, wired over its storage; used by `serve` and by offline commands. */
@@ -27,12 +31,17 @@ export interface Registry {
   tokens: TokenService;
   index: IndexService;
   publish: PublishService;
+  products: ProductService;
   uploads: UploadService;
+  /** Limits the server checks at its boundary before reading a body. */
+  limits: { maxBlobBytes: number };
   close(): Promise<void>;
 }
 
 export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
-  await mkdir(opts.dataDir, { recursive: true, mode: 0o750 });
+  // 0700: the folder holds the signing keys, the token secret and the TLS key (each also 0600 in
+  // a 0700 folder of its own); an existing folder keeps the mode its operator gave it.
+  await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   const catalog = await Catalog.open({
     client: "sqlite",
     filename: dataPath(opts.dataDir, { kind: "catalog" }),
@@ -50,8 +59,21 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
     const uploads = new UploadService(blobs, catalog, {
       ttlSeconds: opts.uploadTtlSeconds,
       maxBlobBytes: opts.maxBlobBytes,
+      maxSessionsPerToken: opts.maxUploadsPerToken,
+      maxSessionBytesPerToken: opts.maxUploadBytesPerToken,
     });
-    return { catalog, blobs, keyring, tokens, index, publish, uploads, close: () => catalog.close() };
+    return {
+      catalog,
+      blobs,
+      keyring,
+      tokens,
+      index,
+      publish,
+      products: new ProductService(catalog),
+      uploads,
+      limits: { maxBlobBytes: opts.maxBlobBytes },
+      close: () => catalog.close(),
+    };
   } catch (err) {
     await catalog.close();
     throw err;

@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { mkdir, readFile, writeFile, link, unlink, open } from "node:fs/promises";
 import path from "node:path";
 import { SignJWT, jwtVerify, errors as joseErrors } from "jose";
+import { restrictMode } from "../signing/secret-files.js";
 import type { Catalog } from "../storage/catalog/catalog.js";
 import { LxhubError } from "./errors.js";
 
@@ -14,26 +15,51 @@ export interface Principal {
   scopes: string[];
 }
 
-const SCOPE_RE = /^(admin|(push|delete):[A-Za-z0-9._*:/-]+)$/;
+/** `admin`, `push:<pattern>` or `delete:<pattern>`; also published in openapi.yaml. */
+export const SCOPE_PATTERN = /^(admin|(push|delete):[A-Za-z0-9._*:/-]+)$/;
+/** Longest scope string, and most scopes on one token. */
+export const MAX_SCOPE_LENGTH = 200;
+export const MAX_SCOPES = 32;
+/** Longest token lifetime: 10 years. A token meant to outlive that is a token nobody rotates. */
+export const MAX_TOKEN_TTL_SECONDS = 10 * 365 * 86400;
+/** A duration: a whole number, optionally followed by s, m, h, d or w. */
+export const DURATION_PATTERN = /^(\d+)\s*([smhdw]?)$/;
+/** Token ids are random UUIDs (the JWT's `jti`). */
+export const TOKEN_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const ISSUER = "lxhub";
 const AUDIENCE = "lxhub-api";
 
-/** Parse `30m`, `12h`, `90d`, `3600s` (or a bare number of seconds) into seconds. */
+/**
+ * Parse `30m`, `12h`, `90d`, `3600s` (or a bare number of seconds) into seconds: positive and at
+ * most MAX_TOKEN_TTL_SECONDS (BAD_REQUEST otherwise, so `99999999999d` is refused, not stored).
+ */
 export function parseDuration(text: string): number {
-  const m = /^(\d+)\s*([smhdw]?)$/.exec(text.trim());
+  const m = DURATION_PATTERN.exec(text.trim());
   if (!m)
     throw new LxhubError("BAD_REQUEST", `not a duration: ${JSON.stringify(text)} (use e.g. 30m, 12h, 90d)`);
   const n = Number(m[1]);
   const unit = { "": 1, s: 1, m: 60, h: 3600, d: 86400, w: 604800 }[m[2] ?? ""] ?? 1;
   const seconds = n * unit;
-  if (seconds <= 0) throw new LxhubError("BAD_REQUEST", "a token's lifetime must be positive");
+  checkTtl(seconds);
   return seconds;
+}
+
+function checkTtl(seconds: number): void {
+  if (!Number.isSafeInteger(seconds) || seconds <= 0)
+    throw new LxhubError("BAD_REQUEST", "a token's lifetime must be a positive whole number of seconds");
+  if (seconds > MAX_TOKEN_TTL_SECONDS)
+    throw new LxhubError(
+      "BAD_REQUEST",
+      `a token's lifetime may be at most ${MAX_TOKEN_TTL_SECONDS / 86400}d (10 years), got ${seconds}s`,
+    );
 }
 
 export function validateScopes(scopes: string[]): void {
   if (!scopes.length) throw new LxhubError("BAD_REQUEST", "a token needs at least one scope");
+  if (scopes.length > MAX_SCOPES)
+    throw new LxhubError("BAD_REQUEST", `a token may have at most ${MAX_SCOPES} scopes`);
   for (const s of scopes) {
-    if (!SCOPE_RE.test(s)) {
+    if (s.length > MAX_SCOPE_LENGTH || !SCOPE_PATTERN.test(s)) {
       throw new LxhubError(
         "BAD_REQUEST",
         `unknown scope ${JSON.stringify(s)}: use admin, push:<pattern> or delete:<pattern> (pattern like debian/* or *)`,
@@ -92,6 +118,8 @@ export class TokenService {
       }
     }
     if (secret.length < 32) throw new Error(`token secret in ${secretFile} is too short`);
+    await restrictMode(path.dirname(secretFile), 0o700);
+    await restrictMode(secretFile, 0o600);
     return new TokenService(catalog, new Uint8Array(secret));
   }
 
@@ -102,6 +130,7 @@ export class TokenService {
     actor?: string;
   }): Promise<{ id: string; token: string; expiresAt: string }> {
     validateScopes(opts.scopes);
+    checkTtl(opts.ttlSeconds);
     const id = randomUUID();
     const nowS = Math.floor(Date.now() / 1000);
     const exp = nowS + opts.ttlSeconds;

@@ -35,15 +35,42 @@ interface PrefixState {
   bytes: number;
 }
 
+/** What one token may hold in open upload sessions (docs/limits.md). */
+export interface UploadQuota {
+  /** Open sessions at once (LXHUB_MAX_UPLOADS_PER_TOKEN). */
+  maxSessionsPerToken: number;
+  /** Bytes in all its open sessions together (LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN). */
+  maxSessionBytesPerToken: number;
+}
+
+export const UPLOAD_QUOTA_DEFAULTS: UploadQuota = {
+  maxSessionsPerToken: 16,
+  maxSessionBytesPerToken: 128 * 1024 ** 3,
+};
+
 export class UploadService {
   /** In-memory only: after a restart the state is gone and publishing computes the hash itself. */
   private readonly prefixed = new Map<string, PrefixState>();
+  private readonly quota: UploadQuota;
 
   constructor(
     private readonly blobs: BlobStore,
     private readonly catalog: Catalog,
-    private readonly opts: { ttlSeconds: number; maxBlobBytes: number },
-  ) {}
+    private readonly opts: { ttlSeconds: number; maxBlobBytes: number } & Partial<UploadQuota>,
+  ) {
+    this.quota = {
+      maxSessionsPerToken: opts.maxSessionsPerToken ?? UPLOAD_QUOTA_DEFAULTS.maxSessionsPerToken,
+      maxSessionBytesPerToken: opts.maxSessionBytesPerToken ?? UPLOAD_QUOTA_DEFAULTS.maxSessionBytesPerToken,
+    };
+  }
+
+  /** Bytes held by the open sessions of `owner` (what their files hold now). */
+  private async heldBy(owner: string): Promise<{ sessions: number; bytes: number }> {
+    const ids = await this.catalog.openUploadSessionsOf(owner, new Date());
+    let bytes = 0;
+    for (const id of ids) bytes += (await this.blobs.uploadState(id).catch(() => null))?.offset ?? 0;
+    return { sessions: ids.length, bytes };
+  }
 
   private expiry(): string {
     return new Date(Date.now() + this.opts.ttlSeconds * 1000).toISOString();
@@ -73,15 +100,32 @@ export class UploadService {
         prefixState = { prefix, hash, bytes: 0 };
       }
     }
-    const state = await this.blobs.createUpload();
-    if (prefixState) this.prefixed.set(state.id, prefixState);
-    const expiresAt = this.expiry();
-    await this.catalog.createUploadSession({
-      id: state.id,
-      createdAt: new Date().toISOString(),
-      createdBy: owner,
-      expiresAt,
+    const open = (await this.catalog.openUploadSessionsOf(owner, new Date())).length;
+    if (open >= this.quota.maxSessionsPerToken) {
+      throw new LxhubError(
+        "QUOTA_EXCEEDED",
+        `this token already holds ${open} open upload sessions; the limit is ${this.quota.maxSessionsPerToken} ` +
+          "per token (LXHUB_MAX_UPLOADS_PER_TOKEN): commit or cancel one first",
+        { limit: "max_uploads_per_token", value: this.quota.maxSessionsPerToken },
+      );
+    }
+    const state = await this.blobs.createUpload().catch((err: unknown) => {
+      throw mapStoreError(err);
     });
+    const expiresAt = this.expiry();
+    try {
+      await this.catalog.createUploadSession({
+        id: state.id,
+        createdAt: new Date().toISOString(),
+        createdBy: owner,
+        expiresAt,
+      });
+    } catch (err) {
+      // No session file without its record (a full disk fails the insert).
+      await this.blobs.cancelUpload(state.id).catch(() => undefined);
+      throw mapStoreError(err);
+    }
+    if (prefixState) this.prefixed.set(state.id, prefixState);
     return { id: state.id, offset: 0, expiresAt };
   }
 
@@ -97,13 +141,13 @@ export class UploadService {
     }
   }
 
-  private async live(id: string): Promise<{ state: UploadState; expiresAt: string }> {
+  private async live(id: string): Promise<{ state: UploadState; expiresAt: string; owner: string }> {
     const rec = await this.catalog.getUploadSession(id).catch(() => null);
     const state = rec ? await this.blobs.uploadState(id).catch(() => null) : null;
     if (!rec || !state || Date.parse(rec.expiresAt) <= Date.now()) {
       throw new LxhubError("UPLOAD_NOT_FOUND", `no open upload session ${id}`);
     }
-    return { state, expiresAt: rec.expiresAt };
+    return { state, expiresAt: rec.expiresAt, owner: rec.createdBy };
   }
 
   async state(id: string): Promise<UploadView> {
@@ -113,8 +157,22 @@ export class UploadService {
 
   /** Append at `offset`; bytes that arrived before a dropped connection stay (see BlobStore.append). */
   async append(id: string, offset: number, body: Readable): Promise<UploadView> {
-    const { state } = await this.live(id);
-    const room = this.opts.maxBlobBytes - state.offset;
+    const { state, owner } = await this.live(id);
+    const blobRoom = this.opts.maxBlobBytes - state.offset;
+    // Concurrent appends of one token's sessions each see the others' bytes written so far, so
+    // together they may pass the quota by what is in flight at once.
+    const held = await this.heldBy(owner);
+    const quotaRoom = this.quota.maxSessionBytesPerToken - held.bytes;
+    const overQuota = (): LxhubError =>
+      new LxhubError(
+        "QUOTA_EXCEEDED",
+        `the token's open upload sessions would hold more than ${this.quota.maxSessionBytesPerToken} bytes, ` +
+          `the limit per token (LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN); they hold ${held.bytes} bytes in ` +
+          `${held.sessions} sessions: commit or cancel some first`,
+        { limit: "max_upload_bytes_per_token", value: this.quota.maxSessionBytesPerToken },
+      );
+    if (quotaRoom <= 0) throw overQuota();
+    const room = Math.min(blobRoom, quotaRoom);
     const pre = this.prefixed.get(id);
     let source: Readable = body;
     if (pre && pre.bytes === offset) {
@@ -128,7 +186,9 @@ export class UploadService {
       body.on("error", (err) => tap.destroy(err));
       // A dropped connection must end the append (with the bytes so far kept), never leave it waiting.
       body.on("close", () => {
-        if (!body.readableEnded) tap.destroy(new Error("the request body was cut off"));
+        if (!body.readableEnded) {
+          tap.destroy(Object.assign(new Error("the request body was cut off"), { code: "ECONNRESET" }));
+        }
       });
       source = body.pipe(tap);
     }
@@ -143,6 +203,16 @@ export class UploadService {
       await this.catalog.touchUploadSession(id, expiresAt);
       return { id, offset: next.offset, expiresAt };
     } catch (err) {
+      if (err instanceof TooLargeError && quotaRoom < blobRoom) throw overQuota();
+      if (isNoSpace(err)) {
+        // Keeping a half-written session would keep the disk full for every other write: drop it.
+        await this.cancel(id).catch(() => undefined);
+        throw new LxhubError(
+          "INSUFFICIENT_STORAGE",
+          `the server's storage is full: upload session ${id} could not be written and was dropped ` +
+            "to free its space; start the upload again once the operator has made room",
+        );
+      }
       throw mapStoreError(err);
     }
   }
@@ -164,18 +234,22 @@ export class UploadService {
       if (err instanceof DigestMismatchError) await this.catalog.deleteUploadSession(id);
       throw mapStoreError(err);
     }
-    await this.catalog.recordBlob(info.digest, info.size);
     const pre = this.prefixed.get(id);
     this.prefixed.delete(id);
-    if (pre && pre.bytes === info.size)
-      await this.catalog.recordCombined(pre.prefix, info.digest, pre.hash.digest("hex"));
-    await this.catalog.deleteUploadSession(id);
-    await this.catalog.audit({
-      actor,
-      action: "blob.commit",
-      target: info.digest,
-      detail: { size: info.size },
-    });
+    try {
+      await this.catalog.recordBlob(info.digest, info.size);
+      if (pre && pre.bytes === info.size)
+        await this.catalog.recordCombined(pre.prefix, info.digest, pre.hash.digest("hex"));
+      await this.catalog.deleteUploadSession(id);
+      await this.catalog.audit({
+        actor,
+        action: "blob.commit",
+        target: info.digest,
+        detail: { size: info.size },
+      });
+    } catch (err) {
+      throw mapStoreError(err);
+    }
     return info;
   }
 
@@ -202,7 +276,19 @@ export class UploadService {
   }
 }
 
+/** The data folder's storage is full: no space (ENOSPC), over a disk quota (EDQUOT), or SQLite could not grow. */
+export function isNoSpace(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === "ENOSPC" || code === "EDQUOT" || code === "SQLITE_FULL";
+}
+
 export function mapStoreError(err: unknown): unknown {
+  if (isNoSpace(err)) {
+    return new LxhubError(
+      "INSUFFICIENT_STORAGE",
+      "the server's storage is full; try again once the operator has made room",
+    );
+  }
   if (err instanceof DigestMismatchError) {
     return new LxhubError("DIGEST_MISMATCH", err.message, {
       expected: err.expected,

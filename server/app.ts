@@ -2,14 +2,19 @@ import http from "node:http";
 import https from "node:https";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
+import type { TLSSocket } from "node:tls";
 import { pino, type Logger } from "pino";
 import { openRegistry, type Registry } from "../registry/registry.js";
 import { dataPath } from "../storage/layout.js";
+import { LxhubError } from "../registry/errors.js";
 import { createApi } from "./api.js";
 import type { ServerConfig } from "./config.js";
 import { splitHostPort } from "./config.js";
 import { createReadPath } from "./read-path.js";
 import { accessLogger, type LineSink } from "./access-log.js";
+import { sendError } from "./errors.js";
+import { closeIfBodyUnread, guardBody, REQUEST_CUT, type MayOutlast } from "./request-body.js";
+import { allows } from "../registry/tokens.js";
 import { loadOrCreateTls, type TlsMaterial } from "./tls.js";
 
 export interface RunningServer {
@@ -37,6 +42,61 @@ function listen(server: net.Server, hostPort: string): Promise<AddressInfo> {
   });
 }
 
+/** Error codes that say the client went away (or was cut off) while its request was read. */
+const CLIENT_GONE_CODES = new Set(["ECONNRESET", "EPIPE", "ERR_STREAM_PREMATURE_CLOSE", REQUEST_CUT]);
+
+/**
+ * An error that only says the client dropped its connection mid-request (or was cut by a
+ * timeout): logged as an info event, not as a server error. body-parser reports it as
+ * `request.aborted`.
+ */
+export function isClientGone(err: unknown): boolean {
+  const e = err as { code?: unknown; type?: unknown } | null;
+  return (typeof e?.code === "string" && CLIENT_GONE_CODES.has(e.code)) || e?.type === "request.aborted";
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+const UPLOAD_URL_RE = /^\/api\/v1\/uploads\/[^/?]+(?:\?|$)/;
+
+const INSECURE_MESSAGE =
+  "this request carries a token over plain HTTP, where anyone on the way can read it; " +
+  "use the server's https:// address, or start the server with --allow-insecure-writes " +
+  "(LXHUB_ALLOW_INSECURE_WRITES=1) when it listens on loopback or behind a proxy that terminates TLS";
+
+/**
+ * A write (any method but GET, HEAD, OPTIONS) that reaches the API with an `Authorization` header
+ * on a connection that is not TLS: the plain listener, or plain HTTP on the TLS port (the
+ * first-byte sniff below hands those to a plain server). Reads are left alone: the public read
+ * path never looks at tokens, and a bodiless HEAD refusal could not say why.
+ */
+export function carriesTokenInClear(req: http.IncomingMessage): boolean {
+  return (
+    req.headers.authorization !== undefined &&
+    req.method !== "GET" &&
+    req.method !== "HEAD" &&
+    req.method !== "OPTIONS" &&
+    (req.socket as Partial<TLSSocket>).encrypted !== true
+  );
+}
+
+/**
+ * Whether the path decodes as percent-encoded UTF-8. Overlong forms (`%c0%ae`) and lone bytes
+ * (`%ff`) do not; the API's router would fail on them with an error of its own (a 500 at its
+ * error boundary), so they are answered 400 before it.
+ */
+export function decodablePath(url: string): boolean {
+  const q = url.indexOf("?");
+  try {
+    decodeURIComponent(q >= 0 ? url.slice(0, q) : url);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Compose and start the server: registry services, the read path ahead of the express API,
  * a plain HTTP listener and a TLS 1.3 listener that also answers plain HTTP on the same port
@@ -60,7 +120,13 @@ export async function startServer(
   await registry.index.rebuild();
   const readPath = (certPem: string) =>
     createReadPath({ index: registry.index, blobs: registry.blobs, certPem });
-  const api = createApi({ ...registry, onInternalError: (err) => log.error({ err }, "internal error") });
+  const api = createApi({
+    ...registry,
+    onInternalError: (err) => {
+      if (isClientGone(err)) log.info({ event: "client-gone", reason: errorText(err) });
+      else log.error({ err }, "internal error");
+    },
+  });
 
   let tls: TlsMaterial | null = null;
   if (config.tlsListen !== "") {
@@ -73,13 +139,41 @@ export async function startServer(
   const read = readPath(tls?.cert ?? "");
 
   const logRequest = accessLogger(accessSink);
+  const headersMs = config.headersTimeoutSeconds * 1000;
+  const bodyLimits = {
+    requestMs: config.requestTimeoutSeconds * 1000,
+    idleMs: config.idleTimeoutSeconds * 1000,
+  };
+  /** An upload's bytes (PATCH, or PUT with a last chunk) sent with a valid token that may push. */
+  const mayOutlast: MayOutlast = async (req) => {
+    if ((req.method !== "PATCH" && req.method !== "PUT") || !UPLOAD_URL_RE.test(req.url ?? "")) return false;
+    const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? "")?.[1];
+    if (bearer === undefined) return false;
+    return allows((await registry.tokens.verify(bearer)).scopes, "push", "*");
+  };
   const handler: http.RequestListener = (req, res) => {
     logRequest(req, res);
-    if (!read(req, res)) api(req, res);
+    guardBody(req, res, bodyLimits, mayOutlast, (why) =>
+      log.warn({ event: "request-cut", method: req.method, url: req.url, why }),
+    );
+    closeIfBodyUnread(req, res);
+    if (read(req, res)) return;
+    if (!decodablePath(req.url ?? "/")) {
+      sendError(res, new LxhubError("INVALID_NAME", "the request path is not valid percent-encoded UTF-8"));
+      return;
+    }
+    if (!config.allowInsecureWrites && carriesTokenInClear(req)) {
+      sendError(res, new LxhubError("INSECURE_TRANSPORT", INSECURE_MESSAGE));
+      return;
+    }
+    api(req, res);
   };
   const serverOpts: http.ServerOptions = {
-    requestTimeout: 0, // uploads of large images may take longer than any fixed limit
-    headersTimeout: 60_000,
+    // Bodies are bounded by guardBody, which can spare an authenticated upload making progress.
+    requestTimeout: 0,
+    headersTimeout: headersMs,
+    // How often Node looks for connections past headersTimeout.
+    connectionsCheckingInterval: Math.min(30_000, Math.max(50, headersMs / 4)),
     keepAliveTimeout: 5_000,
   };
   const servers: net.Server[] = [];
@@ -94,20 +188,22 @@ export async function startServer(
   if (tls) {
     const plainOnTls = http.createServer(serverOpts, handler);
     const secure = https.createServer(
-      { ...serverOpts, cert: tls.cert, key: tls.key, minVersion: "TLSv1.3" },
+      { ...serverOpts, cert: tls.cert, key: tls.key, minVersion: "TLSv1.3", handshakeTimeout: headersMs },
       handler,
     );
     // Sniff the first byte: 0x16 opens a TLS handshake, anything else is plain HTTP.
     const front = net.createServer({ pauseOnConnect: false }, (socket) => {
       socket.once("data", (first: Buffer) => {
+        // From here on the HTTP(S) server's own limits apply (headers, handshake, body).
+        socket.setTimeout(0);
         socket.pause();
         socket.unshift(first);
         (first[0] === 0x16 ? secure : plainOnTls).emit("connection", socket);
         process.nextTick(() => socket.resume());
       });
       socket.on("error", () => socket.destroy());
-      // A connection that never says anything is not kept forever.
-      socket.setTimeout(60_000, () => socket.destroy());
+      // A connection that never says its first byte is not kept longer than its headers may take.
+      socket.setTimeout(headersMs, () => socket.destroy());
     });
     servers.push(front, plainOnTls, secure);
     httpsUrl = urlOf("https", await listen(front, config.tlsListen));

@@ -1,5 +1,6 @@
 import path from "node:path";
 import { z } from "zod";
+import { UPLOAD_QUOTA_DEFAULTS } from "../registry/uploads.js";
 
 /**
  * Server configuration: one schema with defaults; flags > environment > defaults. A wrong value
@@ -31,6 +32,25 @@ export const configSchema = z
     maxBlobBytes: z.number().int().positive(),
     /** `iss` of signed statements. */
     issuer: z.string().min(1),
+    /**
+     * Accept requests that carry a token over plain HTTP (env LXHUB_ALLOW_INSECURE_WRITES). Off by
+     * default: a token sent in clear can be read on the way; turn it on only for a loopback
+     * listener or behind a proxy that terminates TLS.
+     */
+    allowInsecureWrites: z.boolean(),
+    /** Time to receive a request's headers (env LXHUB_HEADERS_TIMEOUT, seconds); then 408 and close. */
+    headersTimeoutSeconds: z.number().positive().max(3600),
+    /**
+     * Time to receive a whole request body (env LXHUB_REQUEST_TIMEOUT, seconds). An authenticated
+     * upload (`PATCH`/`PUT /api/v1/uploads/{id}`) is exempt while it keeps making progress.
+     */
+    requestTimeoutSeconds: z.number().positive().max(86400),
+    /** Longest gap without a byte while a request body is being received (env LXHUB_IDLE_TIMEOUT, seconds). */
+    idleTimeoutSeconds: z.number().positive().max(3600),
+    /** Open upload sessions one token may hold (env LXHUB_MAX_UPLOADS_PER_TOKEN). */
+    maxUploadsPerToken: z.number().int().positive(),
+    /** Bytes one token may hold in its open upload sessions together (env LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN). */
+    maxUploadBytesPerToken: z.number().int().positive(),
   })
   .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), {
     message: "--tls-cert and --tls-key go together",
@@ -49,7 +69,23 @@ export const DEFAULTS = {
   uploadTtlSeconds: 24 * 3600,
   maxBlobBytes: 64 * 1024 ** 3,
   issuer: "lxhub",
+  allowInsecureWrites: false,
+  headersTimeoutSeconds: 30,
+  requestTimeoutSeconds: 120,
+  idleTimeoutSeconds: 60,
+  maxUploadsPerToken: UPLOAD_QUOTA_DEFAULTS.maxSessionsPerToken,
+  maxUploadBytesPerToken: UPLOAD_QUOTA_DEFAULTS.maxSessionBytesPerToken,
 };
+
+/** `1`, `true`, `yes`, `on` (any case) are true; `0`, `false`, `no`, `off` false; empty is unset. */
+function envBoolean(v: string | boolean | undefined, name: string): boolean | undefined {
+  if (v === undefined || typeof v === "boolean") return v;
+  const t = v.trim().toLowerCase();
+  if (t === "") return undefined;
+  if (["1", "true", "yes", "on"].includes(t)) return true;
+  if (["0", "false", "no", "off"].includes(t)) return false;
+  throw new Error(`invalid configuration: ${name}: expected true or false, got ${JSON.stringify(v)}`);
+}
 
 /** Data folder from a flag, else LXHUB_DATA, else ./lxhub-data (absolute). */
 export function resolveDataDir(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
@@ -57,12 +93,12 @@ export function resolveDataDir(flag: string | undefined, env: NodeJS.ProcessEnv 
 }
 
 export function loadConfig(
-  flags: Partial<Record<keyof ServerConfig, string | number | undefined>>,
+  flags: Partial<Record<keyof ServerConfig, string | number | boolean | undefined>>,
   env: NodeJS.ProcessEnv = process.env,
 ): ServerConfig {
   const pick = <T>(flag: T | undefined, envName: string, dflt: T): T =>
     flag ?? (env[envName] as T | undefined) ?? dflt;
-  const num = (v: string | number | undefined): number | undefined =>
+  const num = (v: string | number | boolean | undefined): number | undefined =>
     v === undefined ? undefined : Number(v);
   const raw = {
     dataDir: resolveDataDir(flags.dataDir as string | undefined, env),
@@ -76,6 +112,25 @@ export function loadConfig(
     uploadTtlSeconds: num(pick(flags.uploadTtlSeconds, "LXHUB_UPLOAD_TTL", DEFAULTS.uploadTtlSeconds)),
     maxBlobBytes: num(pick(flags.maxBlobBytes, "LXHUB_MAX_BLOB_BYTES", DEFAULTS.maxBlobBytes)),
     issuer: pick(flags.issuer as string | undefined, "LXHUB_ISSUER", DEFAULTS.issuer),
+    allowInsecureWrites:
+      envBoolean(flags.allowInsecureWrites as boolean | undefined, "--allow-insecure-writes") ??
+      envBoolean(env.LXHUB_ALLOW_INSECURE_WRITES, "LXHUB_ALLOW_INSECURE_WRITES") ??
+      DEFAULTS.allowInsecureWrites,
+    headersTimeoutSeconds: num(
+      pick(flags.headersTimeoutSeconds, "LXHUB_HEADERS_TIMEOUT", DEFAULTS.headersTimeoutSeconds),
+    ),
+    requestTimeoutSeconds: num(
+      pick(flags.requestTimeoutSeconds, "LXHUB_REQUEST_TIMEOUT", DEFAULTS.requestTimeoutSeconds),
+    ),
+    idleTimeoutSeconds: num(
+      pick(flags.idleTimeoutSeconds, "LXHUB_IDLE_TIMEOUT", DEFAULTS.idleTimeoutSeconds),
+    ),
+    maxUploadsPerToken: num(
+      pick(flags.maxUploadsPerToken, "LXHUB_MAX_UPLOADS_PER_TOKEN", DEFAULTS.maxUploadsPerToken),
+    ),
+    maxUploadBytesPerToken: num(
+      pick(flags.maxUploadBytesPerToken, "LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN", DEFAULTS.maxUploadBytesPerToken),
+    ),
   };
   const r = configSchema.safeParse(raw);
   if (!r.success) {

@@ -9,7 +9,8 @@ import { sendFileRange } from "./send-file.js";
 /**
  * The public read path on a plain `node:http` handler ahead of express (decisions.md: express
  * is 4–5× slower per request). Serves the index documents from memory and image files from the
- * blob store, with Range, HEAD, strong ETags and genuine 404s. Returns false for any path it
+ * blob store, with Range, HEAD, ETags (a gzip form has its own), 304s on `If-None-Match` (weak
+ * comparison) and, for documents, on `If-Modified-Since`, and genuine 404s. Returns false for any path it
  * does not own, so the caller hands the request on.
  */
 export function createReadPath(deps: { index: IndexService; blobs: BlobStore; certPem: string }) {
@@ -23,7 +24,11 @@ export function createReadPath(deps: { index: IndexService; blobs: BlobStore; ce
     if (!isDoc && !isFile) return false;
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.writeHead(405, { allow: "GET, HEAD", "content-type": "application/json" });
-      res.end(JSON.stringify({ error: { code: "BAD_REQUEST", message: "read-only path" } }) + "\n");
+      res.end(
+        JSON.stringify({
+          error: { code: "METHOD_NOT_ALLOWED", message: "read-only path: use GET or HEAD" },
+        }) + "\n",
+      );
       return true;
     }
     if (rel === ".well-known/lxhub/server.crt") {
@@ -34,8 +39,8 @@ export function createReadPath(deps: { index: IndexService; blobs: BlobStore; ce
     const gen = deps.index.generation();
     if (isDoc) {
       const doc = gen?.documents.get(rel);
-      if (!doc) sendError(res, new LxhubError("NOT_FOUND", `no such document: /${rel}`));
-      else sendDocument(req, res, doc);
+      if (!gen || !doc) sendError(res, new LxhubError("NOT_FOUND", `no such document: /${rel}`));
+      else sendDocument(req, res, doc, gen.builtAt);
       return true;
     }
     let digest: string | undefined;
@@ -88,52 +93,107 @@ function acceptsGzip(req: IncomingMessage): boolean {
   });
 }
 
-function etagMatches(header: string | undefined, etag: string): boolean {
-  if (!header) return false;
-  return header.split(",").some((t) => t.trim() === etag || t.trim() === "*");
+/** The opaque part of an entity tag: `W/"x"` and `"x"` both give `"x"`. */
+function opaque(tag: string): string {
+  return tag.startsWith("W/") ? tag.slice(2) : tag;
 }
 
-/** Response headers of a document, as flat arrays built once per document (not per request). */
-interface DocumentHeaders {
-  plain: string[];
-  gzip: string[];
+/**
+ * `If-None-Match` against the selected representation's ETag, with the weak comparison RFC 9110
+ * §13.1.2 asks for: `W/"x"` matches `"x"`. A proxy that compresses on the fly marks the tag it
+ * passes on as weak; its clients' revalidations must still get a 304.
+ */
+export function etagMatches(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  const ours = opaque(etag);
+  return header.split(",").some((t) => {
+    const tag = t.trim();
+    return tag === "*" || opaque(tag) === ours;
+  });
+}
+
+/**
+ * `If-Modified-Since` (RFC 9110 §13.1.3), looked at only when there is no `If-None-Match`: true
+ * when the resource has not changed since the given date (HTTP dates have whole seconds).
+ */
+export function notModifiedSince(header: string | undefined, lastModified: Date): boolean {
+  if (!header) return false;
+  const since = Date.parse(header);
+  return Number.isFinite(since) && Math.floor(lastModified.getTime() / 1000) <= Math.floor(since / 1000);
+}
+
+/** The ETag of a document's gzip form: another representation, so another tag (RFC 9110 §8.8.3). */
+export function gzipEtag(doc: ServedDocument): string {
+  return `"${doc.sha256}-gzip"`;
+}
+
+/** Response headers of one representation of a document, built once per document (not per request). */
+interface RepresentationHeaders {
+  ok: string[];
   notModified: string[];
+}
+interface DocumentHeaders {
+  plain: RepresentationHeaders;
+  gzip: RepresentationHeaders;
 }
 const headerCache = new WeakMap<ServedDocument, DocumentHeaders>();
 
-function documentHeaders(doc: ServedDocument): DocumentHeaders {
+/** `builtAt` is the time of the generation the document belongs to: its Last-Modified. */
+function documentHeaders(doc: ServedDocument, builtAt: Date): DocumentHeaders {
   let h = headerCache.get(doc);
   if (!h) {
-    const common = [
-      "content-type",
-      doc.contentType,
+    const common = (etag: string) => [
       "etag",
-      doc.etag,
+      etag,
+      "last-modified",
+      builtAt.toUTCString(),
       "vary",
       "Accept-Encoding",
       // Documents change with each publish: caches must revalidate (the ETag makes that cheap).
       "cache-control",
       "no-cache",
     ];
+    const plain = common(doc.etag);
+    const gzip = common(gzipEtag(doc));
+    const type = ["content-type", doc.contentType];
     h = {
-      plain: [...common, "content-length", String(doc.body.length)],
-      gzip: [...common, "content-encoding", "gzip", "content-length", String(doc.gzip.length)],
-      notModified: common,
+      plain: {
+        ok: [...type, ...plain, "content-length", String(doc.body.length)],
+        notModified: plain,
+      },
+      gzip: {
+        ok: [...type, ...gzip, "content-encoding", "gzip", "content-length", String(doc.gzip.length)],
+        notModified: gzip,
+      },
     };
     headerCache.set(doc, h);
   }
   return h;
 }
 
-function sendDocument(req: IncomingMessage, res: ServerResponse, doc: ServedDocument): void {
-  const headers = documentHeaders(doc);
-  if (etagMatches(req.headers["if-none-match"], doc.etag)) {
-    res.writeHead(304, headers.notModified);
+/**
+ * A 304 answers for the form the client holds: its `If-None-Match` may name either form's tag
+ * (a client that cached the identity form and now also accepts gzip still has a fresh copy), and
+ * the 304 carries the tag that matched, which tells a cache which stored response to refresh
+ * (RFC 9111 §4.3.4). Without `If-None-Match`, `If-Modified-Since` decides for the selected form.
+ */
+function sendDocument(req: IncomingMessage, res: ServerResponse, doc: ServedDocument, builtAt: Date): void {
+  const gzip = acceptsGzip(req);
+  const all = documentHeaders(doc, builtAt);
+  const inm = req.headers["if-none-match"];
+  let fresh: RepresentationHeaders | undefined;
+  if (inm !== undefined) {
+    if (etagMatches(inm, gzip ? gzipEtag(doc) : doc.etag)) fresh = all[gzip ? "gzip" : "plain"];
+    else if (etagMatches(inm, gzip ? doc.etag : gzipEtag(doc))) fresh = all[gzip ? "plain" : "gzip"];
+  } else if (notModifiedSince(req.headers["if-modified-since"], builtAt)) {
+    fresh = all[gzip ? "gzip" : "plain"];
+  }
+  if (fresh) {
+    res.writeHead(304, fresh.notModified);
     res.end();
     return;
   }
-  const gzip = acceptsGzip(req);
-  res.writeHead(200, gzip ? headers.gzip : headers.plain);
+  res.writeHead(200, all[gzip ? "gzip" : "plain"].ok);
   res.end(req.method === "HEAD" ? undefined : gzip ? doc.gzip : doc.body);
 }
 
@@ -179,6 +239,12 @@ async function sendBlob(
     // Content behind a path never changes (pitfall 19): cache forever.
     "cache-control": "public, max-age=31536000, immutable",
   };
+  if (etagMatches(req.headers["if-none-match"], etag)) {
+    res.writeHead(304, { etag, "cache-control": headers["cache-control"] as string });
+    res.end();
+    return;
+  }
+  // If-Range takes the strong comparison only (RFC 9110 §13.1.5): a weak tag never matches.
   const ifRange = req.headers["if-range"];
   let range = parseRange(req.headers.range, info.size);
   if (ifRange && ifRange !== etag) range = null;

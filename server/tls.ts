@@ -1,5 +1,6 @@
 import { createHash, webcrypto } from "node:crypto";
-import { mkdir, readFile, writeFile, rename } from "node:fs/promises";
+import { restrictMode } from "../signing/secret-files.js";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 
 export interface TlsMaterial {
@@ -18,8 +19,23 @@ export function certFingerprint(pem: string): string {
 async function writeAtomic(file: string, data: string, mode: number): Promise<void> {
   await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
   const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, data, { mode });
+  // A stale temp file would keep its own mode through writeFile: start from a new one.
+  await rm(tmp, { force: true });
+  await writeFile(tmp, data, { mode, flag: "wx" });
   await rename(tmp, file);
+}
+
+/**
+ * The key lxhub made (kept in the data folder) is readable by its owner only: take away any wider
+ * permission from it and its folder, which an older version or a hand may have left.
+ */
+async function restrictOwnKey(keyFile: string): Promise<void> {
+  for (const [p, mode] of [
+    [path.dirname(keyFile), 0o700],
+    [keyFile, 0o600],
+  ] as const) {
+    await restrictMode(p, mode);
+  }
 }
 
 /**
@@ -35,6 +51,7 @@ export async function loadOrCreateTls(opts: {
 }): Promise<TlsMaterial> {
   try {
     const [cert, key] = await Promise.all([readFile(opts.certFile, "utf8"), readFile(opts.keyFile, "utf8")]);
+    if (opts.generate) await restrictOwnKey(opts.keyFile);
     return { cert, key, certFile: opts.certFile, fingerprint: certFingerprint(cert) };
   } catch (err) {
     if (!opts.generate || (err as NodeJS.ErrnoException).code !== "ENOENT") throw err;

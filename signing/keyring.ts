@@ -1,7 +1,8 @@
 /**
  * The server's signing keys: Ed25519, kept as private JWKs, one file per key.
  *
- * Layout of the key folder (created with mode 0700 when missing):
+ * Layout of the key folder (created with mode 0700 when missing; `open` takes away any wider
+ * permission from the folder and its key files):
  *
  *     <dir>/<kid>.jwk     one private key, mode 0600, written temp → fsync → rename → fsync(dir)
  *
@@ -16,6 +17,7 @@
  * process sees a rotation done by another only after reopening.
  */
 import { randomBytes } from "node:crypto";
+import { restrictMode } from "./secret-files.js";
 import { mkdir, open, readdir, readFile, rename, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK } from "jose";
@@ -140,7 +142,9 @@ export class Keyring {
    */
   static async open(dir: string): Promise<Keyring> {
     await mkdir(dir, { recursive: true, mode: 0o700 });
+    await restrictMode(dir, 0o700);
     const files = (await readdir(dir)).filter((f) => f.endsWith(SUFFIX) && !f.startsWith("."));
+    for (const file of files) await restrictMode(join(dir, file), 0o600);
     const keys: SigningKey[] = [];
     for (const file of files) keys.push(await loadKeyFile(dir, file));
     keys.sort(byAge);

@@ -30,7 +30,8 @@ export type StorageKey =
   | { kind: "tlsKey" };
 
 const HEX_RE = /^[0-9a-f]{64}$/;
-const UPLOAD_ID_RE = /^[A-Za-z0-9_-]{8,64}$/;
+/** Upload session ids (also checked at the API boundary). */
+export const UPLOAD_ID_RE = /^[A-Za-z0-9_-]{8,64}$/;
 
 /** Relative key (POSIX separators) of one storage object. */
 export function storageKey(key: StorageKey): string {

@@ -440,6 +440,15 @@ export class Catalog {
     await this.db("upload_sessions").where({ id }).delete();
   }
 
+  /** Ids of the sessions `owner` opened that have not expired at `at`. */
+  async openUploadSessionsOf(owner: string, at: Date): Promise<string[]> {
+    const rows = (await this.db("upload_sessions")
+      .where({ created_by: owner })
+      .andWhere("expires_at", ">", at.toISOString())
+      .select("id")) as { id: string }[];
+    return rows.map((r) => r.id);
+  }
+
   async expiredUploadSessions(at: Date): Promise<string[]> {
     const rows = (await this.db("upload_sessions")
       .where("expires_at", "<", at.toISOString())

@@ -7,7 +7,8 @@ import path from "node:path";
 import { gunzipSync } from "node:zlib";
 import Database from "better-sqlite3";
 import { createLocalJWKSet, jwtVerify } from "jose";
-import { startServer, createToken, lxhubCli, type RunningServer } from "../support/server.js";
+import { startServer, createToken, type RunningServer } from "../support/server.js";
+import { issueToken, tokenCreate } from "../support/tokens.js";
 import { buildBusyboxImage, type BusyboxImage } from "../support/image-fixture.js";
 import { stateOf } from "../support/state.js";
 import {
@@ -231,16 +232,7 @@ describe("publish API against a real server", () => {
       [
         "an expired token",
         async () => {
-          const r = await lxhubCli([
-            "token",
-            "create",
-            "--data",
-            s.dataDir,
-            "--scope",
-            "admin",
-            "--ttl",
-            "1s",
-          ]);
+          const r = await tokenCreate(s.dataDir, ["admin"], "1s");
           await new Promise((res) => setTimeout(res, 2100));
           return put("20240201_0000", { files: files(d2) }, r.stdout.trim());
         },
@@ -324,10 +316,7 @@ describe("publish API against a real server", () => {
   });
 
   it("a revoked token stops working", async () => {
-    const r = await lxhubCli(["token", "create", "--data", s.dataDir, "--scope", "push:*", "--ttl", "1h"]);
-    const token = r.stdout.trim();
-    const id = /token (\S+) expires/.exec(r.stderr)?.[1];
-    assert.ok(id);
+    const { token, id } = await issueToken(s.dataDir, ["push:*"]);
     assert.equal((await api(s.httpUrl, "POST", "/api/v1/uploads", { token })).status, 201);
     const rev = await api(s.httpUrl, "DELETE", `/api/v1/tokens/${id}`, { token: admin });
     assert.equal(rev.status, 204);

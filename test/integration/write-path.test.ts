@@ -59,7 +59,7 @@ describe("one write path that no request can break", () => {
     work = await mkdtemp(path.join(tmpdir(), "lxhub-write-path-"));
     s = await startServer({ keepData: true });
     admin = await createToken(s.dataDir, "admin");
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < 6; i++) {
       const serial = `2024010${i + 1}_0000`;
       const b = await buildBusyboxImage(path.join(work, `v${i}`), {
         serial,
@@ -90,7 +90,7 @@ describe("one write path that no request can break", () => {
       400,
       "INVALID_REQUIREMENT",
     );
-    assert.match(JSON.parse(r.text).error.message as string, /requirement key "bad key"/);
+    assert.match(JSON.parse(r.text).error.message as string, /key "bad key": requirement key must be/);
     const ok = await put(busybox, "20240101_0000", {
       files: files(img[0]!),
       aliases: ["busybox/1.36"],
@@ -216,6 +216,31 @@ describe("one write path that no request can break", () => {
     assert.equal(doc.products["other:1:amd64:default"]?.aliases, "other/1");
   });
 
+  it("only an admin moves an alias, and only when it asks to", async () => {
+    const third: Product = { os: "third", release: "1", arch: "amd64", variant: "default" };
+    const pusher = await createToken(s.dataDir, "push:*");
+    const body = { files: files(img[5]!), aliases: ["other/1"] };
+    const before = await stateOf(s);
+    const notAdmin = await put(third, "20240106_0000", { ...body, move_aliases: true }, pusher);
+    assert.equal(notAdmin.status, 403, notAdmin.text);
+    assert.equal(notAdmin.code, "FORBIDDEN");
+    const notAsked = await put(third, "20240106_0000", body);
+    assert.equal(notAsked.status, 409, notAsked.text);
+    assert.equal(notAsked.code, "ALIAS_CONFLICT");
+    assert.deepEqual(await stateOf(s), before);
+    const moved = await put(third, "20240106_0000", { ...body, move_aliases: true });
+    assert.equal(moved.status, 201, moved.text);
+    const doc = JSON.parse((await api(s.httpUrl, "GET", "/streams/v1/images.json")).text) as {
+      products: Record<string, { aliases?: string }>;
+    };
+    assert.equal(doc.products["other:1:amd64:default"]?.aliases, undefined);
+    assert.equal(doc.products["third:1:amd64:default"]?.aliases, "other/1");
+    const db = new Database(path.join(s.dataDir, "catalog.sqlite"), { readonly: true });
+    const audit = db.prepare("select actor, target, detail from audit_log where action = 'alias.move'").all();
+    db.close();
+    assert.equal(audit.length, 1);
+  });
+
   it("a catalog row that breaks a rule does not stop start-up or re-signing", async () => {
     await s.stop();
     const db = new Database(path.join(s.dataDir, "catalog.sqlite"));
@@ -240,7 +265,7 @@ describe("one write path that no request can break", () => {
     const doc = JSON.parse((await api(s.httpUrl, "GET", "/streams/v1/images.json")).text) as {
       products: Record<string, unknown>;
     };
-    assert.deepEqual(Object.keys(doc.products), []);
+    assert.deepEqual(Object.keys(doc.products), ["third:1:amd64:default"]);
     // Re-signing and publishing go on; a push that repairs the product brings it back.
     const serial = async () => Number((await api(s.httpUrl, "GET", "/readyz")).json?.serial);
     const first = await serial();
@@ -250,6 +275,9 @@ describe("one write path that no request can break", () => {
     const after = JSON.parse((await api(s.httpUrl, "GET", "/streams/v1/images.json")).text) as {
       products: Record<string, unknown>;
     };
-    assert.deepEqual(Object.keys(after.products), ["busybox:1.36:amd64:default"]);
+    assert.deepEqual(Object.keys(after.products).sort(), [
+      "busybox:1.36:amd64:default",
+      "third:1:amd64:default",
+    ]);
   });
 });

@@ -1,8 +1,13 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import http from "node:http";
+import { checkAnswer } from "./openapi.js";
 
-/** Small helpers over the publish API (openapi.yaml) for integration tests: plain fetch, loopback only. */
+/**
+ * Small helpers over the publish API (openapi.yaml) for integration tests: plain fetch, loopback
+ * only. Every answer is checked against openapi.yaml (documented status, JSON body matching its
+ * schema), so each test that uses `api` also tests the contract.
+ */
 
 export function sha256Hex(buf: Buffer): string {
   return createHash("sha256").update(buf).digest("hex");
@@ -37,6 +42,7 @@ export async function api(
   } catch {
     json = null;
   }
+  checkAnswer(method, path, { status: res.status, contentType: res.headers.get("content-type"), json });
   return { status: res.status, headers: res.headers, json, text };
 }
 

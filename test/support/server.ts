@@ -28,6 +28,11 @@ export interface StartServerOptions {
   env?: NodeJS.ProcessEnv;
   /** Keep a temporary data folder after `stop()` (e.g. to restart on the same data). */
   keepData?: boolean;
+  /**
+   * Pass `--allow-insecure-writes` (default true): tests push over the plain loopback listener.
+   * False starts the server as it runs by default, refusing tokens over plain HTTP.
+   */
+  allowInsecureWrites?: boolean;
 }
 
 export interface RunningServer {
@@ -78,7 +83,8 @@ function exited(proc: ChildProcessWithoutNullStreams): Promise<void> {
 }
 
 /**
- * Spawns `lxhub serve --data DIR --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 ...extraArgs` and
+ * Spawns `lxhub serve --data DIR --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0
+ * [--allow-insecure-writes] ...extraArgs` and
  * resolves once it logged `listening` (at most 20 s; the error carries the child's stderr and log).
  */
 export async function startServer(opts: StartServerOptions = {}): Promise<RunningServer> {
@@ -93,6 +99,7 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
     "127.0.0.1:0",
     "--tls-listen",
     "127.0.0.1:0",
+    ...(opts.allowInsecureWrites === false ? [] : ["--allow-insecure-writes"]),
   ];
   const proc = spawn(process.execPath, [...args, ...(opts.extraArgs ?? [])], {
     env: { ...process.env, ...opts.env },

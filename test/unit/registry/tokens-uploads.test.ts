@@ -5,7 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { openRegistry, type Registry } from "../../../registry/registry.js";
-import { allows, parseDuration } from "../../../registry/tokens.js";
+import { allows, MAX_TOKEN_TTL_SECONDS, parseDuration } from "../../../registry/tokens.js";
 import { LxhubError } from "../../../registry/errors.js";
 
 describe("token scopes", () => {
@@ -26,6 +26,16 @@ describe("token scopes", () => {
     assert.equal(parseDuration("45"), 45);
     assert.throws(() => parseDuration("soon"), LxhubError);
     assert.throws(() => parseDuration("0s"), LxhubError);
+  });
+  it("a lifetime is at most 10 years, and numbers past 2^53 are refused, not rounded", () => {
+    assert.equal(parseDuration("3650d"), MAX_TOKEN_TTL_SECONDS);
+    for (const text of ["3651d", "99999999999d", "99999999999999999999", "522w"]) {
+      assert.throws(
+        () => parseDuration(text),
+        (e: LxhubError) => e.code === "BAD_REQUEST",
+        text,
+      );
+    }
   });
 });
 

@@ -1,0 +1,24 @@
+import type { Route } from "./route.js";
+
+/** Whether the server has a blob, so a client skips bytes already there. */
+export const blobRoutes: readonly Route[] = [
+  {
+    method: "HEAD",
+    path: "/api/v1/blobs/:digest",
+    operationId: "headBlob",
+    auth: "none",
+    body: "none",
+    answers: [200, 404],
+    errors: [],
+    headers: ["content-length", "docker-content-digest"],
+    async handle({ res, params, deps }) {
+      const info = await deps.blobs.stat(params.digest);
+      if (!info) res.status(404).end();
+      else
+        res
+          .status(200)
+          .set({ "content-length": String(info.size), "docker-content-digest": info.digest })
+          .end();
+    },
+  },
+];

@@ -1,0 +1,49 @@
+import type { Route } from "./route.js";
+
+/**
+ * The public read paths. server/read-path.ts serves them on plain `node:http` ahead of express
+ * (decisions.md: express is 4–5× slower per request), so these rows carry no handler: they are
+ * here so that `openapi.yaml` is checked against every path the server answers. Each answers GET
+ * and HEAD; any other method gets 405 with `Allow: GET, HEAD`.
+ */
+const document = (path: string, operationId: string): Route => ({
+  method: "GET",
+  path,
+  operationId,
+  auth: "none",
+  body: "none",
+  // 404 until the first documents are built.
+  answers: [200, 304],
+  errors: ["NOT_FOUND"],
+  headers: ["etag", "last-modified", "cache-control", "vary"],
+});
+
+const file = (path: string, operationId: string): Route => ({
+  method: "GET",
+  path,
+  operationId,
+  auth: "none",
+  body: "none",
+  answers: [200, 206, 304, 416],
+  errors: ["NOT_FOUND", "INTERNAL"],
+  headers: ["etag", "accept-ranges", "content-range", "cache-control"],
+});
+
+export const publicRoutes: readonly Route[] = [
+  document("/streams/v1/index.json", "getIndex"),
+  document("/streams/v1/images.json", "getProductsDocument"),
+  document("/streams/v1/statement.jws", "getStatement"),
+  document("/.well-known/lxhub/jwks.json", "getJwks"),
+  {
+    method: "GET",
+    path: "/.well-known/lxhub/server.crt",
+    operationId: "getServerCertificate",
+    auth: "none",
+    body: "none",
+    answers: [200],
+    errors: [],
+    headers: [],
+  },
+  file("/images/:os/:release/:arch/:variant/:version/:file", "getImageFile"),
+  file("/blobs/sha256/:hex", "getBlob"),
+];

@@ -1,0 +1,80 @@
+/**
+ * The smallest real split image the publish API and `lxhub push` accept, made with tar and xz only
+ * (no mksquashfs, no busybox): `lxd.tar.xz` holding metadata.yaml and `rootfs.tar.xz` holding one
+ * file. For tests about the server's limits, not about what LXD boots.
+ */
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { runOk } from "./process.js";
+import { api, uploadFile, versionPath } from "./api.js";
+
+export interface TinyImage {
+  dir: string;
+  /** `lxd.tar.xz` and `rootfs.tar.xz` → absolute path. */
+  files: Record<string, string>;
+}
+
+export async function buildTinyImage(
+  dir: string,
+  opts: { os?: string; release?: string; creationDate?: number; marker?: string } = {},
+): Promise<TinyImage> {
+  const work = await mkdtemp(join(tmpdir(), "lxhub-tiny-"));
+  try {
+    await mkdir(join(work, "meta"));
+    await mkdir(join(work, "root/etc"), { recursive: true });
+    await writeFile(
+      join(work, "meta/metadata.yaml"),
+      [
+        "architecture: x86_64",
+        `creation_date: ${opts.creationDate ?? 1704067200}`,
+        "properties:",
+        `  os: ${opts.os ?? "tiny"}`,
+        `  release: "${opts.release ?? "1"}"`,
+        "  variant: default",
+        "  architecture: amd64",
+        "  description: tiny test image",
+        "",
+      ].join("\n"),
+    );
+    await writeFile(join(work, "root/etc/marker"), `${opts.marker ?? "tiny"}\n`);
+    await mkdir(dir, { recursive: true });
+    const files = { "lxd.tar.xz": join(dir, "lxd.tar.xz"), "rootfs.tar.xz": join(dir, "rootfs.tar.xz") };
+    const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", LC_ALL: "C", TZ: "UTC" };
+    const tar = ["--sort=name", "--owner=0", "--group=0", "--numeric-owner", "--mtime=@1704067200"];
+    await runOk("tar", [...tar, "-cJf", files["lxd.tar.xz"], "-C", join(work, "meta"), "metadata.yaml"], {
+      env,
+    });
+    await runOk("tar", [...tar, "-cJf", files["rootfs.tar.xz"], "-C", join(work, "root"), "."], { env });
+    return { dir, files };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** The product a tiny image is published as by publishTinyImage. */
+export const TINY_PRODUCT = { os: "tiny", release: "1", arch: "amd64", variant: "default" };
+
+/**
+ * Build a tiny image in `dir`, upload its files and publish them as TINY_PRODUCT `version`
+ * (path `/images/tiny/1/amd64/default/<version>/…`); returns the image and its files' digests.
+ */
+export async function publishTinyImage(
+  base: string,
+  token: string,
+  dir: string,
+  version = "20240101_0000",
+): Promise<TinyImage & { digests: { meta: string; root: string } }> {
+  const img = await buildTinyImage(dir);
+  const meta = await uploadFile(base, token, img.files["lxd.tar.xz"]!);
+  const root = await uploadFile(base, token, img.files["rootfs.tar.xz"]!);
+  const body = JSON.stringify({
+    files: [
+      { name: "lxd.tar.xz", ftype: "lxd.tar.xz", digest: meta },
+      { name: "rootfs.tar.xz", ftype: "root.tar.xz", digest: root },
+    ],
+  });
+  const r = await api(base, "PUT", versionPath(TINY_PRODUCT, version), { token, body });
+  if (r.status !== 201) throw new Error(`publish ${version}: ${r.status} ${r.text}`);
+  return { ...img, digests: { meta, root } };
+}
