@@ -21,6 +21,7 @@ import { pack as tarPack } from "tar-stream";
 import { stringify as yamlStringify } from "yaml";
 import { api, digestOf, uploadBlob, type ApiResponse } from "../support/api.js";
 import { buildBusyboxImage } from "../support/image-fixture.js";
+import { checkAnswer } from "../support/openapi.js";
 import { createToken, startServer, type RunningServer } from "../support/server.js";
 
 /** What one request looked like, kept for the report of a failing case. */
@@ -344,18 +345,32 @@ export class FuzzTarget {
   async send(req: SentRequest & { rawBody?: Buffer }, exchanges: Exchange[]): Promise<ApiResponse> {
     this.last = null;
     const logsBefore = this.server.logs.length;
-    const r = await api(this.base, req.method, req.path, {
-      token: req.token,
-      body: req.rawBody ?? req.body,
-      headers: req.headers,
-    });
+    // The path as fetch sends it (the URL parser drops tabs and newlines, resolves `.`, `..`,
+    // `%2e%2e` and `\`): the server and the contract check must see the same request.
+    const sent = new URL(this.base + req.path);
+    const path = sent.pathname + sent.search;
+    const request: SentRequest = {
+      ...req,
+      path: path === req.path ? path : `${path}   (written as ${JSON.stringify(req.path)})`,
+      token: req.token ? this.roleOf(req.token) : undefined,
+    };
+    delete (request as { rawBody?: Buffer }).rawBody;
+    let r: ApiResponse;
+    try {
+      r = await api(this.base, req.method, path, {
+        token: req.token,
+        body: req.rawBody ?? req.body,
+        headers: req.headers,
+      });
+    } catch (err) {
+      // No answer, or an answer openapi.yaml does not document (test/support/openapi.ts).
+      this.stats.requests++;
+      exchanges.push({ request, status: -1, text: (err as Error).message });
+      throw new InvariantError(`${(err as Error).message}\n${describeExchanges(exchanges)}`);
+    }
     this.stats.requests++;
     this.stats.status.set(r.status, (this.stats.status.get(r.status) ?? 0) + 1);
-    const x: Exchange = {
-      request: { ...req, token: req.token ? this.roleOf(req.token) : undefined },
-      status: r.status,
-      text: r.text,
-    };
+    const x: Exchange = { request, status: r.status, text: r.text };
     exchanges.push(x);
     if (r.status >= 500) {
       this.stats.fiveXx++;
@@ -382,7 +397,7 @@ export class FuzzTarget {
     const url = new URL(this.base + path);
     const headers: Record<string, string> = { "content-length": length };
     if (token) headers.authorization = `Bearer ${token}`;
-    const answer = await new Promise<{ status: number; text: string }>((resolve) => {
+    const answer = await new Promise<{ status: number; text: string; contentType?: string }>((resolve) => {
       const req = http.request({
         host: url.hostname,
         port: url.port,
@@ -404,7 +419,7 @@ export class FuzzTarget {
         const done = () => {
           clearTimeout(timer);
           req.destroy();
-          resolve({ status: res.statusCode ?? 0, text });
+          resolve({ status: res.statusCode ?? 0, text, contentType: res.headers["content-type"] });
         };
         res.on("end", done);
         res.on("error", done);
@@ -421,8 +436,26 @@ export class FuzzTarget {
         headers: { "content-length": length },
         body: "<16 bytes, then nothing>",
       },
-      ...answer,
+      status: answer.status,
+      text: answer.text,
     });
+    if (answer.status > 0) {
+      let json: unknown = null;
+      try {
+        json = JSON.parse(answer.text);
+      } catch {
+        json = null;
+      }
+      try {
+        checkAnswer("PATCH", url.pathname, {
+          status: answer.status,
+          contentType: answer.contentType ?? null,
+          json,
+        });
+      } catch (err) {
+        throw new InvariantError(`${(err as Error).message}\n${describeExchanges(exchanges)}`);
+      }
+    }
   }
 
   /** The message of the error the server logged for a 5xx (it answers only "internal error"). */
