@@ -2,7 +2,10 @@
  * Property-based fuzzing of the write path (issue 6, "Proof by hostile input"): fast-check
  * generates publish, delete, upload and token requests against a real `lxhub serve`, and every
  * case is checked against the invariants in test/fuzz/harness.ts (no 5xx; a 4xx changes nothing;
- * the documents are served as JSON; restarts on the same data serve the same documents).
+ * the documents are served as JSON; restarts on the same data serve the same documents; aliases
+ * never change owner or leave a push token's scope; every answer is one openapi.yaml documents,
+ * through test/support/api.ts). Cases that failed once run first (KNOWN_*_CASES in
+ * test/fuzz/cases.ts).
  *
  * CI runs a fixed seed and a bounded count. Environment:
  * - `LXHUB_FUZZ_RUNS`: cases in all (default below), split between the two properties;
