@@ -220,7 +220,16 @@ export class PublishService {
         requirements: req.requirements ?? product?.requirements ?? {},
       };
       const createdAt = new Date().toISOString();
-      const moved = req.moveAliases ? await this.aliasesToMove(key, aliases) : [];
+      const held = await this.aliasHolders(key, aliases);
+      if (held.length && !req.moveAliases) {
+        const first = held[0]!;
+        throw new LxhubError(
+          "ALIAS_CONFLICT",
+          `alias ${first.taken.map((a) => JSON.stringify(a)).join(", ")} already belongs to product ${JSON.stringify(productId(first.product))} for the same architecture; only an admin moves an alias (move_aliases)`,
+          { product: productId(first.product), aliases: first.taken },
+        );
+      }
+      const moved = held;
 
       // 3–5. Build the documents as they will be, commit, swap.
       try {
@@ -343,8 +352,13 @@ export class PublishService {
     }
   }
 
-  /** Products of the same architecture that hold any of `aliases` now, and what they keep. */
-  private async aliasesToMove(
+  /**
+   * Products of the same architecture that hold any of `aliases` in the catalog (whether or not
+   * they have a live version: an alias keeps its owner while its versions come and go), with
+   * what they would keep if an admin moved them. `A` clashes with `A` and, as LXD registers
+   * `A/<arch>` too, with `A/<arch>` either way round.
+   */
+  private async aliasHolders(
     key: ProductKey,
     aliases: string[],
   ): Promise<{ product: ProductRecord; keep: string[]; taken: string[] }[]> {
@@ -353,7 +367,9 @@ export class PublishService {
     for (const other of await this.catalog.listProducts()) {
       if (productId(other) === productId(key) || canonicalArch(other.arch) !== arch) continue;
       if (!Array.isArray(other.aliases)) continue;
-      const taken = other.aliases.filter((a) => aliases.includes(a));
+      const taken = other.aliases.filter((held) =>
+        aliases.some((a) => a === held || a === `${held}/${other.arch}` || held === `${a}/${key.arch}`),
+      );
       if (taken.length)
         out.push({ product: other, keep: other.aliases.filter((a) => !taken.includes(a)), taken });
     }
