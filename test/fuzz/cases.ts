@@ -1489,6 +1489,15 @@ export const KNOWN_CATALOG_CASES: FuzzCase[] = [
     token: "admin",
     body: { kind: "fields", files: [metaFile, squashFile] },
   },
+  // an undecodable segment in a path no route documents (an empty variant makes `//`): 400
+  // INVALID_NAME, where openapi.yaml allows only 404/405 for undocumented paths
+  {
+    kind: "publish",
+    product: { names: { os: "%zz", release: "fuzz", arch: "amd64", variant: "", encoding: "raw" } },
+    version: "fresh",
+    token: "admin",
+    body: { kind: "fields", files: [metaFile, squashFile] },
+  },
   // concurrent duplicates
   { kind: "concurrent", product: 0, copies: 4, mode: "same" },
   { kind: "concurrent", product: 1, copies: 4, mode: "files" },
@@ -1509,4 +1518,5 @@ export const KNOWN_OTHER_CASES: FuzzCase[] = [
   // path segments that are not valid percent-encoding
   { kind: "revoke", id: "%", token: "admin" },
   { kind: "unknownSession", method: "GET", id: "%", token: "admin" },
+  { kind: "unknownSession", method: "GET", id: "a/%zz", token: "admin" },
 ];
