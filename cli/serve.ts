@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { pino } from "pino";
 import { loadConfig } from "../server/config.js";
 import { startServer } from "../server/app.js";
+import { describeCatalogUrl } from "../storage/catalog/catalog.js";
 
 /** `lxhub serve`: the image server on its embedded default (SQLite + a data folder). */
 export function registerServe(program: Command): void {
@@ -9,6 +10,10 @@ export function registerServe(program: Command): void {
     .command("serve")
     .description("serve images over simplestreams and take pushes over the publish API")
     .option("--data <dir>", "data folder (default ./lxhub-data, or $LXHUB_DATA)")
+    .option(
+      "--db <url>",
+      "catalog: postgres://user@host:port/db for replicas, sqlite:FILE (default <data>/catalog.sqlite, or $LXHUB_DB)",
+    )
     .option(
       "--listen <host:port>",
       "plain HTTP listener, '' to disable (default 0.0.0.0:8080, or $LXHUB_LISTEN)",
@@ -46,6 +51,7 @@ export function registerServe(program: Command): void {
     .action(
       async (o: {
         data?: string;
+        db?: string;
         listen?: string;
         tlsListen?: string;
         tlsCert?: string;
@@ -59,6 +65,7 @@ export function registerServe(program: Command): void {
       }) => {
         const config = loadConfig({
           dataDir: o.data,
+          db: o.db,
           listen: o.listen,
           tlsListen: o.tlsListen,
           tlsCert: o.tlsCert,
@@ -79,6 +86,7 @@ export function registerServe(program: Command): void {
           http: s.httpUrl,
           https: s.httpsUrl,
           dataDir: config.dataDir,
+          catalog: config.db ? describeCatalogUrl(config.db) : "sqlite (data folder)",
           certFile: s.tls?.certFile ?? null,
           certFingerprint: s.tls?.fingerprint ?? null,
           signingKey: s.registry.keyring.active().kid,

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { resolveDataDir, DEFAULTS } from "../server/config.js";
+import { resolveDataDir, resolveDb, DEFAULTS } from "../server/config.js";
 import { openRegistry } from "../registry/registry.js";
 import { parseDuration } from "../registry/tokens.js";
 
@@ -10,14 +10,18 @@ export function registerToken(program: Command): void {
     .command("create")
     .description("create a token and print it on stdout")
     .option("--data <dir>", "data folder (default ./lxhub-data, or $LXHUB_DATA)")
+    .option(
+      "--db <url>",
+      "catalog URL as for `lxhub serve --db` (default <data>/catalog.sqlite, or $LXHUB_DB)",
+    )
     .requiredOption(
       "--scope <scope...>",
       "admin, push:<pattern> or delete:<pattern> (pattern over os/release/arch/variant, e.g. debian/*)",
     )
     .option("--ttl <duration>", "lifetime such as 30m, 12h, 90d", "30d")
     .option("--subject <name>", "who the token is for (shown in the audit log)", "cli")
-    .action(async (o: { data?: string; scope: string[]; ttl: string; subject: string }) => {
-      const reg = await openRegistry({ ...DEFAULTS, dataDir: resolveDataDir(o.data) });
+    .action(async (o: { data?: string; db?: string; scope: string[]; ttl: string; subject: string }) => {
+      const reg = await openRegistry({ ...DEFAULTS, dataDir: resolveDataDir(o.data), db: resolveDb(o.db) });
       try {
         const t = await reg.tokens.create({
           scopes: o.scope.flatMap((s) => s.split(",")).filter(Boolean),
@@ -36,8 +40,12 @@ export function registerToken(program: Command): void {
     .description("revoke a token by its id")
     .argument("<id>")
     .option("--data <dir>", "data folder (default ./lxhub-data, or $LXHUB_DATA)")
-    .action(async (id: string, o: { data?: string }) => {
-      const reg = await openRegistry({ ...DEFAULTS, dataDir: resolveDataDir(o.data) });
+    .option(
+      "--db <url>",
+      "catalog URL as for `lxhub serve --db` (default <data>/catalog.sqlite, or $LXHUB_DB)",
+    )
+    .action(async (id: string, o: { data?: string; db?: string }) => {
+      const reg = await openRegistry({ ...DEFAULTS, dataDir: resolveDataDir(o.data), db: resolveDb(o.db) });
       try {
         await reg.tokens.revoke(id, "cli");
       } finally {

@@ -5,7 +5,7 @@ import type { StreamProduct, StreamFile, PublishableFtype, RootFtype } from "../
 import type { StreamValidationError } from "../simplestreams/errors.js";
 import { signStatement } from "../signing/statement.js";
 import type { Keyring } from "../signing/keyring.js";
-import type { Catalog } from "../storage/catalog/catalog.js";
+import type { Catalog, CatalogState, StoredGeneration, Tx } from "../storage/catalog/catalog.js";
 import { imageFilePath, productId } from "./paths.js";
 
 /** A document served from memory, with everything a response needs precomputed. */
@@ -39,8 +39,7 @@ function served(body: Buffer, contentType: string): ServedDocument {
   return { body, gzip: gzipSync(body, { level: 9 }), etag: `"${sha256}"`, sha256, contentType };
 }
 
-/** The catalog's records as the documents are built from them (Catalog.snapshot). */
-export type CatalogState = Awaited<ReturnType<Catalog["snapshot"]>>;
+export type { CatalogState };
 
 /** A write to the catalog that goes through the publish pipeline (see IndexService.change). */
 export interface CatalogChange<T> {
@@ -48,8 +47,11 @@ export interface CatalogChange<T> {
   apply(state: CatalogState): CatalogState;
   /** What the change publishes: any rule broken there refuses the change (validate.ts `blame`). */
   blame?: { product: string; version?: string };
-  /** Writes the change in one transaction; runs only once the new documents built. */
-  commit(): Promise<T>;
+  /**
+   * Writes the change within `tx`, which also stores the new generation and moves the pointer to
+   * it: the change and the documents that show it commit together. Runs only once they built.
+   */
+  commit(tx: Tx): Promise<T>;
 }
 
 /** A served file path (deleted versions included: pitfall 18) → blob. */
@@ -106,12 +108,24 @@ export function streamProducts(
   return products;
 }
 
+/** How many generations the catalog keeps (the current one and a few before it, for a look back). */
+const KEEP_GENERATIONS = 8;
+/** A replica that hears nothing still looks for a newer generation this often (missed notices). */
+const FOLLOW_POLL_MS = 5_000;
+
 /**
  * The publish pipeline's last three steps and the documents it serves. Every write to what the
  * documents show goes through `change`: **build** the documents from the catalog as it will be
- * (one rule set, validate.ts), refuse the change if it breaks a rule, **commit** it, then sign and
- * **swap** the new generation in as a whole, so readers see the old one or the new one and never
- * an index that names a missing file (files are in the blob store before the catalog names them).
+ * (one rule set, validate.ts), refuse the change if it breaks a rule, **commit** it together with
+ * the signed generation (its documents and the pointer to it, in one transaction), then **swap**
+ * the new generation in as a whole, so readers see the old one or the new one and never an index
+ * that names a missing file (files are in the blob store before the catalog names them).
+ *
+ * Changes run one at a time among every process of the catalog (`locks`), so serials only grow.
+ * When the catalog is shared (PostgreSQL replicas), each replica follows the pointer: it loads a
+ * newer generation when told (LISTEN/NOTIFY), every few seconds in case a notice was missed, and
+ * before it answers a document request (`fresh`), so no replica serves an older serial than one
+ * a publish already returned; if the catalog is unreachable it keeps serving what it has.
  *
  * Builds are lenient about what is already in the catalog: a record that today's rules refuse
  * (written by an older version, or by hand) is left out of the documents and reported through
@@ -119,8 +133,12 @@ export function streamProducts(
  */
 export class IndexService {
   private current: Generation | null = null;
-  private lock: Promise<unknown> = Promise.resolve();
   private currentProblems: string[] = [];
+  /** Single-flight loads: requests that arrive while one runs wait for the next, which starts after them. */
+  private running: Promise<void> | null = null;
+  private queued: Promise<void> | null = null;
+  private poll: NodeJS.Timeout | null = null;
+  private lastSyncError: Error | null = null;
 
   constructor(
     private readonly catalog: Catalog,
@@ -130,6 +148,8 @@ export class IndexService {
       issuer: string;
       /** Told once about each record a build leaves out (until it is fixed). */
       onProblem?: (problem: string) => void;
+      /** Told when following the catalog fails (the replica keeps serving what it has). */
+      onSyncError?: (err: Error) => void;
     },
   ) {}
 
@@ -142,29 +162,49 @@ export class IndexService {
     return this.currentProblems;
   }
 
-  /** Builds, changes and swaps run one at a time, so a generation never goes back in time. */
+  /** true when other processes publish to the same catalog: documents are checked before serving. */
+  get shared(): boolean {
+    return this.catalog.shared;
+  }
+
+  /** The last failure to follow the catalog, cleared by the next success. */
+  syncError(): Error | null {
+    return this.lastSyncError;
+  }
+
+  /** Builds, changes and swaps run one at a time among every process of the catalog. */
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.lock.then(fn, fn);
-    this.lock = run.catch(() => undefined);
-    return run;
+    return this.catalog.locks.withLock("lxhub:index", fn);
   }
 
   /** Rebuild and re-sign from the catalog as it is (start-up, re-signing timer). */
   rebuild(): Promise<Generation> {
     return this.exclusive(async () => {
-      const built = this.build(await this.catalog.snapshot());
-      return this.swap(built);
+      const built = this.build(await this.catalog.images.snapshot());
+      return (await this.seal(built, async () => undefined)).gen;
     });
   }
 
   /**
-   * Build → commit → swap. Throws the `StreamValidationError` of a rule the change breaks
-   * (nothing is committed then); otherwise commits, swaps in the new generation and returns
-   * what `commit` returned.
+   * Re-sign when the generation served is older than `maxAgeMs` (the re-signing timer). With
+   * replicas, the first one due re-signs and the others load its generation instead.
+   */
+  resignIfDue(maxAgeMs: number): Promise<Generation | null> {
+    return this.exclusive(async () => {
+      if (this.catalog.shared) await this.load();
+      if (this.current && Date.now() - this.current.builtAt.getTime() < maxAgeMs) return null;
+      const built = this.build(await this.catalog.images.snapshot());
+      return (await this.seal(built, async () => undefined)).gen;
+    });
+  }
+
+  /**
+   * Build → commit with the signed generation → swap. Throws the `StreamValidationError` of a
+   * rule the change breaks (nothing is committed then); otherwise returns what `commit` returned.
    */
   change<T>(c: CatalogChange<T>): Promise<T> {
     return this.exclusive(async () => {
-      const built = this.build(c.apply(await this.catalog.snapshot()), c.blame);
+      const built = this.build(c.apply(await this.catalog.images.snapshot()), c.blame);
       const refused = built.dropped.find(
         (d) =>
           c.blame !== undefined &&
@@ -172,10 +212,73 @@ export class IndexService {
           (d.location.version === undefined || d.location.version === c.blame.version),
       );
       if (refused) throw refused;
-      const result = await c.commit();
-      await this.swap(built);
-      return result;
+      return (await this.seal(built, (tx) => c.commit(tx))).result;
     });
+  }
+
+  /**
+   * Follow the catalog: load newer generations when another replica announces one, and every
+   * few seconds. No-op unless the catalog is shared.
+   */
+  follow(): void {
+    if (!this.catalog.shared || this.poll) return;
+    this.catalog.onGeneration((serial) => {
+      if (serial === null || serial > (this.current?.serial ?? 0)) void this.sync();
+    });
+    this.poll = setInterval(() => void this.sync(), FOLLOW_POLL_MS);
+    this.poll.unref();
+  }
+
+  stop(): void {
+    if (this.poll) clearInterval(this.poll);
+    this.poll = null;
+  }
+
+  /**
+   * Resolves once this replica serves the newest generation committed before the call (a load
+   * that starts after it), or once the attempt failed: then the generation it has stays served.
+   * Immediate when the catalog is not shared.
+   */
+  fresh(): Promise<void> {
+    if (!this.catalog.shared) return Promise.resolve();
+    return this.sync();
+  }
+
+  private sync(): Promise<void> {
+    if (!this.running) {
+      this.running = this.load().finally(() => {
+        this.running = null;
+      });
+      return this.running;
+    }
+    // A load is running but may have read the pointer before this call: wait for one more.
+    if (!this.queued) {
+      this.queued = this.running.then(() => {
+        this.queued = null;
+        return this.sync();
+      });
+    }
+    return this.queued;
+  }
+
+  /** Load the catalog's current generation when it is newer than the one served; never throws. */
+  private async load(): Promise<void> {
+    try {
+      const serial = await this.catalog.generations.currentSerial();
+      if (serial > (this.current?.serial ?? 0)) {
+        const stored = await this.catalog.generations.current();
+        if (stored && stored.serial > (this.current?.serial ?? 0)) {
+          const files: FileMap = new Map();
+          streamProducts(await this.catalog.images.snapshot(), files);
+          this.install(fromStored(stored, files), stored.problems);
+        }
+      }
+      this.lastSyncError = null;
+    } catch (err) {
+      const e = err instanceof Error ? err : new Error(String(err));
+      if (this.lastSyncError === null) this.opts.onSyncError?.(e);
+      this.lastSyncError = e;
+    }
   }
 
   private build(
@@ -193,37 +296,72 @@ export class IndexService {
     return { docs: docs.files, files, dropped, builtAt };
   }
 
-  private async swap(built: {
-    docs: Map<string, Buffer>;
-    files: FileMap;
-    dropped: StreamValidationError[];
-    builtAt: Date;
-  }): Promise<Generation> {
+  /**
+   * Commit `commit`'s writes, the next serial, the signed statement and the generation's
+   * documents with the pointer to them in one transaction, then swap the generation in.
+   */
+  private async seal<T>(
+    built: { docs: Map<string, Buffer>; files: FileMap; dropped: StreamValidationError[]; builtAt: Date },
+    commit: (tx: Tx) => Promise<T>,
+  ): Promise<{ result: T; gen: Generation }> {
     const documents = new Map<string, ServedDocument>();
     for (const [p, body] of built.docs) documents.set(p, served(body, "application/json"));
-    const serial = await this.catalog.nextCounter("statement_serial");
-    const jws = await signStatement(this.keyring, {
-      documents: [...documents.entries()].map(([p, d]) => ({
-        path: p,
-        sha256: d.sha256,
-        size: d.body.length,
-      })),
-      serial,
-      issuedAt: built.builtAt,
-      ttlSeconds: this.opts.statementTtlSeconds,
-      issuer: this.opts.issuer,
-    });
-    documents.set(STATEMENT_PATH, served(Buffer.from(jws + "\n"), "application/jose"));
     documents.set(
       JWKS_PATH,
       served(Buffer.from(JSON.stringify(this.keyring.jwks(), null, 1) + "\n"), "application/json"),
     );
-    const gen: Generation = { serial, builtAt: built.builtAt, documents, files: built.files };
-    this.current = gen; // the swap: one reference assignment
     const problems = built.dropped.map((d) => d.message);
+    const { result, gen } = await this.catalog.transaction(async (tx) => {
+      const r = await commit(tx);
+      const serial = await this.catalog.counters.next("statement_serial", tx);
+      const jws = await signStatement(this.keyring, {
+        documents: [...built.docs.keys()].map((p) => {
+          const d = documents.get(p)!;
+          return { path: p, sha256: d.sha256, size: d.body.length };
+        }),
+        serial,
+        issuedAt: built.builtAt,
+        ttlSeconds: this.opts.statementTtlSeconds,
+        issuer: this.opts.issuer,
+      });
+      const all = new Map(documents);
+      all.set(STATEMENT_PATH, served(Buffer.from(jws + "\n"), "application/jose"));
+      await this.catalog.generations.save(
+        tx,
+        {
+          serial,
+          builtAt: built.builtAt.toISOString(),
+          problems,
+          documents: [...all].map(([path, d]) => ({
+            path,
+            sha256: d.sha256,
+            contentType: d.contentType,
+            body: d.body,
+          })),
+        },
+        KEEP_GENERATIONS,
+      );
+      await this.catalog.notifyGeneration(tx, serial);
+      const sealed: Generation = { serial, builtAt: built.builtAt, documents: all, files: built.files };
+      return { result: r, gen: sealed };
+    });
+    this.install(gen, problems);
+    return { result, gen };
+  }
+
+  /** The swap: one reference assignment, never to an older serial. */
+  private install(gen: Generation, problems: string[]): void {
+    if (this.current && gen.serial <= this.current.serial) return;
+    this.current = gen;
     const known = new Set(this.currentProblems);
     for (const p of problems) if (!known.has(p)) this.opts.onProblem?.(p);
     this.currentProblems = problems;
-    return gen;
   }
+}
+
+/** A stored generation as served; the file map comes from the catalog's records. */
+function fromStored(stored: StoredGeneration, files: FileMap): Generation {
+  const documents = new Map<string, ServedDocument>();
+  for (const d of stored.documents) documents.set(d.path, served(d.body, d.contentType));
+  return { serial: stored.serial, builtAt: new Date(stored.builtAt), documents, files };
 }

@@ -19,25 +19,25 @@ export class ProductService {
   constructor(private readonly catalog: Catalog) {}
 
   async list(): Promise<ProductView[]> {
-    return (await this.catalog.listProducts()).map(productView);
+    return (await this.catalog.images.listProducts()).map(productView);
   }
 
   async get(key: ProductKey): Promise<ProductView & { versions: PublishedVersion[] }> {
     const p = await this.record(key);
-    const versions = await this.catalog.listVersions(p.id);
+    const versions = await this.catalog.images.listVersions(p.id);
     return { ...productView(p), versions: versions.map((v) => toView(p, v)) };
   }
 
   async version(key: ProductKey, name: string): Promise<PublishedVersion> {
-    const p = await this.catalog.getProduct(key);
-    const v = p ? await this.catalog.getVersion(p.id, name) : null;
+    const p = await this.catalog.images.getProduct(key);
+    const v = p ? await this.catalog.images.getVersion(p.id, name) : null;
     if (!p || !v || v.deletedAt)
       throw new LxhubError("NOT_FOUND", `no version ${name} of ${productTarget(key)}`);
     return toView(p, v);
   }
 
   private async record(key: ProductKey): Promise<ProductRecord> {
-    const p = await this.catalog.getProduct(key);
+    const p = await this.catalog.images.getProduct(key);
     if (!p) throw new LxhubError("NOT_FOUND", `no product ${productTarget(key)}`);
     return p;
   }

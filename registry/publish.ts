@@ -125,8 +125,6 @@ export function toView(product: ProductKey, v: VersionRecord): PublishedVersion 
  * twice (pitfall 29), deleted versions included.
  */
 export class PublishService {
-  private queue: Promise<unknown> = Promise.resolve();
-
   constructor(
     private readonly catalog: Catalog,
     private readonly blobs: BlobStore,
@@ -134,11 +132,12 @@ export class PublishService {
     private readonly opts: { maxMetadataBytes?: number } = {},
   ) {}
 
-  /** Publishes run one at a time in this process, so checks and inserts see each other. */
+  /**
+   * Publishes run one at a time among every process of the catalog (a PostgreSQL advisory lock
+   * with replicas), so the checks below and the inserts see each other.
+   */
   private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
-    this.queue = run.catch(() => undefined);
-    return run;
+    return this.catalog.locks.withLock("lxhub:publish", fn);
   }
 
   async putVersion(
@@ -170,9 +169,9 @@ export class PublishService {
         .digest("hex");
 
     return this.serial(async () => {
-      const product = await this.catalog.getProduct(key);
+      const product = await this.catalog.images.getProduct(key);
       if (product) {
-        const existing = await this.catalog.getVersion(product.id, version);
+        const existing = await this.catalog.images.getVersion(product.id, version);
         if (existing) {
           if (existing.deletedAt) {
             throw new LxhubError(
@@ -204,7 +203,7 @@ export class PublishService {
         rootFtype: r.ftype,
       }));
       for (const p of pairs) {
-        const other = await this.catalog.findPair(p.fingerprint);
+        const other = await this.catalog.images.findPair(p.fingerprint);
         if (other) {
           throw new LxhubError(
             "DUPLICATE_IMAGE",
@@ -260,48 +259,50 @@ export class PublishService {
             }
             return next;
           },
-          commit: () =>
-            this.catalog.transaction(async (tx) => {
-              for (const m of moved) {
-                await this.catalog.setProductAliases(tx, m.product.id, m.keep);
-                await this.catalog.audit(
-                  {
-                    actor: actor.subject,
-                    action: "alias.move",
-                    target: pid,
-                    detail: { from: productId(m.product), aliases: m.taken },
-                  },
-                  tx,
-                );
-              }
-              const productIdNum = await this.catalog.upsertProduct(tx, { ...key, ...fields });
-              for (const i of items) await this.catalog.recordBlob(i.digest, i.size, tx);
-              const versionId = await this.catalog.insertVersion(tx, {
-                productId: productIdNum,
-                name: version,
-                createdBy: actor.subject,
-                contentDigest,
-                items,
-              });
-              await this.catalog.insertPairs(tx, versionId, pairs);
-              await this.catalog.audit(
+          commit: async (tx) => {
+            for (const m of moved) {
+              await this.catalog.images.setProductAliases(tx, m.product.id, m.keep);
+              await this.catalog.audit.record(
                 {
                   actor: actor.subject,
-                  action: "version.publish",
-                  target: `${pid}@${version}`,
-                  detail: {
-                    files: items.map((i) => ({ name: i.name, digest: i.digest })),
-                    fingerprints: meta.combined,
-                  },
+                  action: "alias.move",
+                  target: pid,
+                  detail: { from: productId(m.product), aliases: m.taken },
                 },
                 tx,
               );
-            }),
+            }
+            const productIdNum = await this.catalog.images.upsertProduct(tx, { ...key, ...fields });
+            for (const i of items) await this.catalog.images.recordBlob(i.digest, i.size, tx);
+            const versionId = await this.catalog.images.insertVersion(tx, {
+              productId: productIdNum,
+              name: version,
+              createdBy: actor.subject,
+              contentDigest,
+              items,
+            });
+            await this.catalog.images.insertPairs(tx, versionId, pairs);
+            await this.catalog.audit.record(
+              {
+                actor: actor.subject,
+                action: "version.publish",
+                target: `${pid}@${version}`,
+                detail: {
+                  files: items.map((i) => ({ name: i.name, digest: i.digest })),
+                  fingerprints: meta.combined,
+                },
+              },
+              tx,
+            );
+          },
         });
       } catch (err) {
         throw err instanceof StreamValidationError ? ruleError(err) : err;
       }
-      const saved = await this.catalog.getVersion((await this.catalog.getProduct(key))!.id, version);
+      const saved = await this.catalog.images.getVersion(
+        (await this.catalog.images.getProduct(key))!.id,
+        version,
+      );
       if (!saved) throw new LxhubError("INTERNAL", "version vanished after publishing");
       return { created: true, version: toView(key, saved) };
     });
@@ -312,8 +313,8 @@ export class PublishService {
     checkProductKey(key);
     checkVersionKey(version);
     return this.serial(async () => {
-      const product = await this.catalog.getProduct(key);
-      const v = product ? await this.catalog.getVersion(product.id, version) : null;
+      const product = await this.catalog.images.getProduct(key);
+      const v = product ? await this.catalog.images.getVersion(product.id, version) : null;
       if (!product || !v || v.deletedAt) {
         throw new LxhubError("NOT_FOUND", `no version ${version} of ${productId(key)}`);
       }
@@ -325,14 +326,13 @@ export class PublishService {
               ? e
               : { ...e, versions: e.versions.map((x) => (x.id === v.id ? { ...x, deletedAt } : x)) },
           ),
-        commit: () =>
-          this.catalog.transaction(async (tx) => {
-            await this.catalog.markVersionDeleted(tx, v.id, actor.subject);
-            await this.catalog.audit(
-              { actor: actor.subject, action: "version.delete", target: `${productId(key)}@${version}` },
-              tx,
-            );
-          }),
+        commit: async (tx) => {
+          await this.catalog.images.markVersionDeleted(tx, v.id, actor.subject);
+          await this.catalog.audit.record(
+            { actor: actor.subject, action: "version.delete", target: `${productId(key)}@${version}` },
+            tx,
+          );
+        },
       });
     });
   }
@@ -364,7 +364,7 @@ export class PublishService {
   ): Promise<{ product: ProductRecord; keep: string[]; taken: string[] }[]> {
     const arch = canonicalArch(key.arch);
     const out: { product: ProductRecord; keep: string[]; taken: string[] }[] = [];
-    for (const other of await this.catalog.listProducts()) {
+    for (const other of await this.catalog.images.listProducts()) {
       if (productId(other) === productId(key) || canonicalArch(other.arch) !== arch) continue;
       if (!Array.isArray(other.aliases)) continue;
       const taken = other.aliases.filter((held) =>
@@ -455,7 +455,7 @@ export class PublishService {
     const out: Partial<Record<RootFtype, string>> = {};
     const missing: ItemRecord[] = [];
     for (const r of roots) {
-      const known = await this.catalog.getCombined(meta.digest, r.digest);
+      const known = await this.catalog.images.getCombined(meta.digest, r.digest);
       if (known) out[r.ftype as RootFtype] = known;
       else missing.push(r);
     }

@@ -2,7 +2,8 @@ import { mkdir } from "node:fs/promises";
 import { Keyring } from "../signing/keyring.js";
 import { FsBlobStore } from "../storage/blobs/fs.js";
 import type { BlobStore } from "../storage/blobs/store.js";
-import { Catalog } from "../storage/catalog/catalog.js";
+import { Catalog, catalogConfigFromUrl } from "../storage/catalog/catalog.js";
+import { CatalogKeyStore } from "./keys.js";
 import { dataPath } from "../storage/layout.js";
 import { IndexService } from "./indexer.js";
 import { ProductService } from "./products.js";
@@ -12,12 +13,18 @@ import { UploadService } from "./uploads.js";
 
 export interface RegistryOptions {
   dataDir: string;
+  /** Catalog: `postgres://…`, `sqlite:FILE`, or undefined for `<data>/catalog.sqlite` (catalog.ts). */
+  db?: string;
+  /** Blob store already opened (storage/blobs/open.ts); default: the data folder's `blobs/`. */
+  blobs?: BlobStore;
   statementTtlSeconds: number;
   uploadTtlSeconds: number;
   maxBlobBytes: number;
   issuer: string;
   /** Told once about each catalog record the documents leave out because it breaks a rule. */
   onProblem?: (problem: string) => void;
+  /** Told when a replica fails to follow the shared catalog (it keeps serving what it has). */
+  onSyncError?: (err: Error) => void;
   /** Upload quotas per token (defaults: UPLOAD_QUOTA_DEFAULTS). */
   maxUploadsPerToken?: number;
   maxUploadBytesPerToken?: number;
@@ -42,18 +49,21 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
   // 0700: the folder holds the signing keys, the token secret and the TLS key (each also 0600 in
   // a 0700 folder of its own); an existing folder keeps the mode its operator gave it.
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
-  const catalog = await Catalog.open({
-    client: "sqlite",
-    filename: dataPath(opts.dataDir, { kind: "catalog" }),
-  });
+  const catalog = await Catalog.open(
+    catalogConfigFromUrl(opts.db, dataPath(opts.dataDir, { kind: "catalog" })),
+  );
   try {
-    const blobs = await FsBlobStore.open(opts.dataDir);
-    const keyring = await Keyring.open(dataPath(opts.dataDir, { kind: "signingKeys" }));
+    const blobs = opts.blobs ?? (await FsBlobStore.open(opts.dataDir));
+    // Replicas sharing a catalog share its keys; the first to start makes the first key.
+    const keyring = catalog.shared
+      ? await catalog.locks.withLock("lxhub:keys", () => Keyring.open(new CatalogKeyStore(catalog.secrets)))
+      : await Keyring.open(dataPath(opts.dataDir, { kind: "signingKeys" }));
     const tokens = await TokenService.open(catalog, dataPath(opts.dataDir, { kind: "tokenSecret" }));
     const index = new IndexService(catalog, keyring, {
       statementTtlSeconds: opts.statementTtlSeconds,
       issuer: opts.issuer,
       onProblem: opts.onProblem,
+      onSyncError: opts.onSyncError,
     });
     const publish = new PublishService(catalog, blobs, index);
     const uploads = new UploadService(blobs, catalog, {
@@ -72,7 +82,10 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       products: new ProductService(catalog),
       uploads,
       limits: { maxBlobBytes: opts.maxBlobBytes },
-      close: () => catalog.close(),
+      close: async () => {
+        index.stop();
+        await catalog.close();
+      },
     };
   } catch (err) {
     await catalog.close();

@@ -88,13 +88,29 @@ export function allows(scopes: string[], action: Action, target: string): boolea
  * API tokens: HS256 JWTs (jose) with a jti recorded in the catalog, so they expire by their
  * `exp` and can be revoked before that. The HMAC secret lives in the data folder (0600).
  */
+/** Name of the token secret in the catalog's secrets (shared catalogs). */
+export const TOKEN_SECRET_NAME = "token-secret";
+
 export class TokenService {
   private constructor(
     private readonly catalog: Catalog,
     private readonly secret: Uint8Array,
   ) {}
 
+  /**
+   * The HMAC secret comes from `secretFile` (made on first use), or, when the catalog is shared
+   * by replicas (PostgreSQL), from the catalog's secrets, so every replica accepts every token.
+   */
   static async open(catalog: Catalog, secretFile: string): Promise<TokenService> {
+    if (catalog.shared) {
+      const stored = await catalog.secrets.putIfAbsent(
+        TOKEN_SECRET_NAME,
+        randomBytes(32).toString("base64url"),
+      );
+      const secret = Buffer.from(stored, "base64url");
+      if (secret.length < 32) throw new Error("the catalog's token secret is too short");
+      return new TokenService(catalog, new Uint8Array(secret));
+    }
     let secret: Buffer;
     try {
       secret = Buffer.from((await readFile(secretFile, "utf8")).trim(), "base64url");
@@ -145,7 +161,7 @@ export class TokenService {
       .setExpirationTime(exp)
       .sign(this.secret);
     const expiresAt = new Date(exp * 1000).toISOString();
-    await this.catalog.insertToken({
+    await this.catalog.tokens.insert({
       id,
       subject,
       scopes: opts.scopes,
@@ -153,7 +169,7 @@ export class TokenService {
       expiresAt,
       revokedAt: null,
     });
-    await this.catalog.audit({
+    await this.catalog.audit.record({
       actor: opts.actor ?? "cli",
       action: "token.create",
       target: id,
@@ -177,7 +193,7 @@ export class TokenService {
     }
     const id = payload.jti;
     if (typeof id !== "string") throw new LxhubError("UNAUTHORIZED", "invalid token");
-    const rec = await this.catalog.getToken(id);
+    const rec = await this.catalog.tokens.get(id);
     if (!rec) throw new LxhubError("UNAUTHORIZED", "unknown token");
     if (rec.revokedAt) throw new LxhubError("UNAUTHORIZED", "token revoked");
     if (Date.parse(rec.expiresAt) <= Date.now()) throw new LxhubError("UNAUTHORIZED", "token expired");
@@ -185,8 +201,8 @@ export class TokenService {
   }
 
   async revoke(id: string, actor: string): Promise<void> {
-    if (!(await this.catalog.revokeToken(id))) throw new LxhubError("NOT_FOUND", `no active token ${id}`);
-    await this.catalog.audit({ actor, action: "token.revoke", target: id });
+    if (!(await this.catalog.tokens.revoke(id))) throw new LxhubError("NOT_FOUND", `no active token ${id}`);
+    await this.catalog.audit.record({ actor, action: "token.revoke", target: id });
   }
 }
 

@@ -66,7 +66,7 @@ export class UploadService {
 
   /** Bytes held by the open sessions of `owner` (what their files hold now). */
   private async heldBy(owner: string): Promise<{ sessions: number; bytes: number }> {
-    const ids = await this.catalog.openUploadSessionsOf(owner, new Date());
+    const ids = await this.catalog.uploads.openOf(owner, new Date());
     let bytes = 0;
     for (const id of ids) bytes += (await this.blobs.uploadState(id).catch(() => null))?.offset ?? 0;
     return { sessions: ids.length, bytes };
@@ -100,7 +100,7 @@ export class UploadService {
         prefixState = { prefix, hash, bytes: 0 };
       }
     }
-    const open = (await this.catalog.openUploadSessionsOf(owner, new Date())).length;
+    const open = (await this.catalog.uploads.openOf(owner, new Date())).length;
     if (open >= this.quota.maxSessionsPerToken) {
       throw new LxhubError(
         "QUOTA_EXCEEDED",
@@ -114,7 +114,7 @@ export class UploadService {
     });
     const expiresAt = this.expiry();
     try {
-      await this.catalog.createUploadSession({
+      await this.catalog.uploads.create({
         id: state.id,
         createdAt: new Date().toISOString(),
         createdBy: owner,
@@ -134,7 +134,7 @@ export class UploadService {
    * maintainer's token cannot append to, commit or cancel someone else's upload.
    */
   async checkOwner(id: string, tokenId: string, admin: boolean): Promise<void> {
-    const rec = await this.catalog.getUploadSession(id).catch(() => null);
+    const rec = await this.catalog.uploads.get(id).catch(() => null);
     if (!rec) throw new LxhubError("UPLOAD_NOT_FOUND", `no open upload session ${id}`);
     if (!admin && rec.createdBy !== tokenId) {
       throw new LxhubError("FORBIDDEN", `upload session ${id} was opened with another token`);
@@ -142,7 +142,7 @@ export class UploadService {
   }
 
   private async live(id: string): Promise<{ state: UploadState; expiresAt: string; owner: string }> {
-    const rec = await this.catalog.getUploadSession(id).catch(() => null);
+    const rec = await this.catalog.uploads.get(id).catch(() => null);
     const state = rec ? await this.blobs.uploadState(id).catch(() => null) : null;
     if (!rec || !state || Date.parse(rec.expiresAt) <= Date.now()) {
       throw new LxhubError("UPLOAD_NOT_FOUND", `no open upload session ${id}`);
@@ -200,7 +200,7 @@ export class UploadService {
         }
       });
       const expiresAt = this.expiry();
-      await this.catalog.touchUploadSession(id, expiresAt);
+      await this.catalog.uploads.touch(id, expiresAt);
       return { id, offset: next.offset, expiresAt };
     } catch (err) {
       if (err instanceof TooLargeError && quotaRoom < blobRoom) throw overQuota();
@@ -231,17 +231,17 @@ export class UploadService {
       info = await this.blobs.commitUpload(id, digest);
     } catch (err) {
       this.prefixed.delete(id);
-      if (err instanceof DigestMismatchError) await this.catalog.deleteUploadSession(id);
+      if (err instanceof DigestMismatchError) await this.catalog.uploads.delete(id);
       throw mapStoreError(err);
     }
     const pre = this.prefixed.get(id);
     this.prefixed.delete(id);
     try {
-      await this.catalog.recordBlob(info.digest, info.size);
+      await this.catalog.images.recordBlob(info.digest, info.size);
       if (pre && pre.bytes === info.size)
-        await this.catalog.recordCombined(pre.prefix, info.digest, pre.hash.digest("hex"));
-      await this.catalog.deleteUploadSession(id);
-      await this.catalog.audit({
+        await this.catalog.images.recordCombined(pre.prefix, info.digest, pre.hash.digest("hex"));
+      await this.catalog.uploads.delete(id);
+      await this.catalog.audit.record({
         actor,
         action: "blob.commit",
         target: info.digest,
@@ -256,18 +256,18 @@ export class UploadService {
   async cancel(id: string): Promise<void> {
     this.prefixed.delete(id);
     await this.blobs.cancelUpload(id);
-    await this.catalog.deleteUploadSession(id);
+    await this.catalog.uploads.delete(id);
   }
 
   /** Drop expired sessions and session bytes that no catalog record owns (left by a crash). */
   async sweep(at = new Date()): Promise<number> {
     let n = 0;
-    for (const id of await this.catalog.expiredUploadSessions(at)) {
+    for (const id of await this.catalog.uploads.expired(at)) {
       await this.cancel(id);
       n++;
     }
     for await (const u of this.blobs.listUploads()) {
-      if (!(await this.catalog.getUploadSession(u.id)) && at.getTime() - u.updatedAt.getTime() > 60_000) {
+      if (!(await this.catalog.uploads.get(u.id)) && at.getTime() - u.updatedAt.getTime() > 60_000) {
         await this.blobs.cancelUpload(u.id);
         n++;
       }

@@ -116,8 +116,14 @@ export async function startServer(
         { event: "catalog-problem", problem },
         "a catalog record breaks a rule and is left out of the documents",
       ),
+    onSyncError: (err) =>
+      log.error(
+        { event: "catalog-unreachable", err: err.message },
+        "cannot follow the shared catalog; serving the documents already loaded",
+      ),
   });
   await registry.index.rebuild();
+  registry.index.follow();
   const readPath = (certPem: string) =>
     createReadPath({ index: registry.index, blobs: registry.blobs, certPem });
   const api = createApi({
@@ -215,9 +221,13 @@ export async function startServer(
     }, 10 * 60_000),
     setInterval(
       () => {
-        registry.index.rebuild().catch((err: unknown) => log.error({ err }, "re-signing failed"));
+        // Re-sign once the generation served is a quarter of the statement's lifetime old; with
+        // replicas the first one due does it and the others load its generation.
+        registry.index
+          .resignIfDue((config.statementTtlSeconds / 4) * 1000)
+          .catch((err: unknown) => log.error({ err }, "re-signing failed"));
       },
-      Math.max(60, config.statementTtlSeconds / 4) * 1000,
+      Math.max(30, config.statementTtlSeconds / 8) * 1000,
     ),
   ];
   for (const t of timers) t.unref();

@@ -17,6 +17,11 @@ export const configSchema = z
   .object({
     /** Data folder: catalog, blobs, keys, certificate (default ./lxhub-data; env LXHUB_DATA). */
     dataDir: z.string().min(1),
+    /**
+     * Catalog (env LXHUB_DB): `postgres://user@host:port/db` when several replicas share the
+     * work, `sqlite:FILE`, or unset for `<data>/catalog.sqlite`.
+     */
+    db: z.string().min(1).optional(),
     /** Plain HTTP listener (env LXHUB_LISTEN); "" disables it. */
     listen: z.union([hostPort, z.literal("")]),
     /** HTTPS listener, TLS 1.3 only (env LXHUB_TLS_LISTEN); "" disables it. Plain HTTP on this port is answered too. */
@@ -92,6 +97,14 @@ export function resolveDataDir(flag: string | undefined, env: NodeJS.ProcessEnv 
   return path.resolve(flag ?? env.LXHUB_DATA ?? DEFAULTS.dataDir);
 }
 
+/** Catalog URL from a flag, else LXHUB_DB, else undefined (the data folder's SQLite file). */
+export function resolveDb(
+  flag: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): string | undefined {
+  return flag || env.LXHUB_DB || undefined;
+}
+
 export function loadConfig(
   flags: Partial<Record<keyof ServerConfig, string | number | boolean | undefined>>,
   env: NodeJS.ProcessEnv = process.env,
@@ -102,6 +115,7 @@ export function loadConfig(
     v === undefined ? undefined : Number(v);
   const raw = {
     dataDir: resolveDataDir(flags.dataDir as string | undefined, env),
+    db: resolveDb(flags.db as string | undefined, env),
     listen: pick(flags.listen as string | undefined, "LXHUB_LISTEN", DEFAULTS.listen),
     tlsListen: pick(flags.tlsListen as string | undefined, "LXHUB_TLS_LISTEN", DEFAULTS.tlsListen),
     tlsCert: pick(flags.tlsCert as string | undefined, "LXHUB_TLS_CERT", undefined),

@@ -36,12 +36,28 @@ export function createReadPath(deps: { index: IndexService; blobs: BlobStore; ce
       res.end(req.method === "HEAD" ? undefined : certBody);
       return true;
     }
+    if (deps.index.shared) {
+      // Replicas: answer from the newest generation committed before this request (registry/indexer.ts `fresh`).
+      if (isDoc) {
+        void deps.index.fresh().then(() => serve(req, res, rel, true));
+        return true;
+      }
+      if (!rel.startsWith("blobs/sha256/") && !deps.index.generation()?.files.has(rel)) {
+        void deps.index.fresh().then(() => serve(req, res, rel, false));
+        return true;
+      }
+    }
+    serve(req, res, rel, isDoc);
+    return true;
+  };
+
+  function serve(req: IncomingMessage, res: ServerResponse, rel: string, isDoc: boolean): void {
     const gen = deps.index.generation();
     if (isDoc) {
       const doc = gen?.documents.get(rel);
       if (!gen || !doc) sendError(res, new LxhubError("NOT_FOUND", `no such document: /${rel}`));
       else sendDocument(req, res, doc, gen.builtAt);
-      return true;
+      return;
     }
     let digest: string | undefined;
     if (rel.startsWith("blobs/sha256/")) {
@@ -52,11 +68,10 @@ export function createReadPath(deps: { index: IndexService; blobs: BlobStore; ce
     }
     if (!digest) {
       sendError(res, new LxhubError("NOT_FOUND", `no such file: /${rel}`));
-      return true;
+      return;
     }
     sendBlob(req, res, deps.blobs, digest).catch((err: unknown) => sendError(res, err));
-    return true;
-  };
+  }
 }
 
 /**

@@ -86,12 +86,60 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
-async function loadKeyFile(dir: string, file: string): Promise<SigningKey> {
-  const path = join(dir, file);
-  const kidFromName = file.slice(0, -SUFFIX.length);
+/**
+ * Where the keys are kept: a folder of files by default, or a table every replica shares (the
+ * catalog's `secrets`, when it is PostgreSQL; registry/registry.ts). Each key is one JSON text
+ * stored under its kid, written once.
+ */
+export interface KeyStore {
+  /** Shown in errors: the folder, or where else the keys live. */
+  readonly where: string;
+  /** Every stored key: its kid, JSON text, and where it is (for errors). */
+  list(): Promise<{ kid: string; text: string; label: string }[]>;
+  /** Store a new key (never replaces one). */
+  add(kid: string, text: string): Promise<void>;
+  remove(kid: string): Promise<void>;
+}
+
+/** The key folder: `<dir>/<kid>.jwk`, mode 0600 in a 0700 folder (see the top of this file). */
+export class FileKeyStore implements KeyStore {
+  constructor(readonly where: string) {}
+
+  async list(): Promise<{ kid: string; text: string; label: string }[]> {
+    const dir = this.where;
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await restrictMode(dir, 0o700);
+    const files = (await readdir(dir)).filter((f) => f.endsWith(SUFFIX) && !f.startsWith("."));
+    const out: { kid: string; text: string; label: string }[] = [];
+    for (const file of files) {
+      const path = join(dir, file);
+      await restrictMode(path, 0o600);
+      let text: string;
+      try {
+        text = await readFile(path, "utf8");
+      } catch (err) {
+        throw new KeyringError(`${path}: unreadable (${(err as Error).message})`);
+      }
+      out.push({ kid: file.slice(0, -SUFFIX.length), text, label: path });
+    }
+    return out;
+  }
+
+  async add(kid: string, text: string): Promise<void> {
+    await writeFileAtomic(this.where, `${kid}${SUFFIX}`, text);
+  }
+
+  async remove(kid: string): Promise<void> {
+    await unlink(join(this.where, `${kid}${SUFFIX}`));
+    await syncDir(this.where);
+  }
+}
+
+/** `path` names the key in errors (its file, or its place in the catalog). */
+async function parseKey(path: string, kidFromName: string, text: string): Promise<SigningKey> {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(await readFile(path, "utf8"));
+    parsed = JSON.parse(text);
   } catch (err) {
     throw new KeyringError(`${path}: not a JSON key file (${(err as Error).message})`);
   }
@@ -108,7 +156,7 @@ async function loadKeyFile(dir: string, file: string): Promise<SigningKey> {
   }
   const kid = await calculateJwkThumbprint({ kty: "OKP", crv: "Ed25519", x: jwk.x });
   if (kid !== kidFromName) {
-    throw new KeyringError(`${path}: the key's thumbprint is ${kid}, not the file name's ${kidFromName}`);
+    throw new KeyringError(`${path}: the key's thumbprint is ${kid}, not the name's ${kidFromName}`);
   }
   let privateKey: CryptoKey;
   try {
@@ -129,10 +177,15 @@ export class Keyring {
   #keys: SigningKey[];
 
   private constructor(
-    readonly dir: string,
+    private readonly store: KeyStore,
     keys: SigningKey[],
   ) {
     this.#keys = keys;
+  }
+
+  /** Where the keys are kept (a folder, or the shared catalog). */
+  get dir(): string {
+    return this.store.where;
   }
 
   /**
@@ -140,15 +193,12 @@ export class Keyring {
    * none. Throws `KeyringError` naming the file if any key file is unreadable or inconsistent:
    * a signing server must not start with a key set it cannot account for.
    */
-  static async open(dir: string): Promise<Keyring> {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    await restrictMode(dir, 0o700);
-    const files = (await readdir(dir)).filter((f) => f.endsWith(SUFFIX) && !f.startsWith("."));
-    for (const file of files) await restrictMode(join(dir, file), 0o600);
+  static async open(dirOrStore: string | KeyStore): Promise<Keyring> {
+    const store = typeof dirOrStore === "string" ? new FileKeyStore(dirOrStore) : dirOrStore;
     const keys: SigningKey[] = [];
-    for (const file of files) keys.push(await loadKeyFile(dir, file));
+    for (const { kid, text, label } of await store.list()) keys.push(await parseKey(label, kid, text));
     keys.sort(byAge);
-    const ring = new Keyring(dir, keys);
+    const ring = new Keyring(store, keys);
     if (keys.length === 0) await ring.rotate();
     return ring;
   }
@@ -174,7 +224,7 @@ export class Keyring {
     const newest = this.#keys[this.#keys.length - 1];
     const created = new Date(Math.max(Date.now(), newest ? newest.created.getTime() + 1 : 0));
     const file = { ...publicPart(jwk, kid), d: jwk.d, [CREATED_MEMBER]: created.toISOString() };
-    await writeFileAtomic(this.dir, `${kid}${SUFFIX}`, `${JSON.stringify(file, null, 2)}\n`);
+    await this.store.add(kid, `${JSON.stringify(file, null, 2)}\n`);
     const signingKey = (await importJWK(
       { kty: "OKP", crv: "Ed25519", x: jwk.x, d: jwk.d },
       KEY_ALG,
@@ -193,8 +243,7 @@ export class Keyring {
     if (index === this.#keys.length - 1) {
       throw new KeyringError(`key ${kid} is the active key; rotate to a new key before retiring it`);
     }
-    await unlink(join(this.dir, `${kid}${SUFFIX}`));
-    await syncDir(this.dir);
+    await this.store.remove(kid);
     this.#keys.splice(index, 1);
   }
 

@@ -122,7 +122,46 @@ const combinedHashes: Migration = {
   },
 };
 
-const MIGRATIONS: Migration[] = [initial, combinedHashes];
+const sharedState: Migration = {
+  name: "0003_shared_state",
+  async up(knex) {
+    // What replicas sharing one catalog must agree on: secrets (token secret, signing keys) and
+    // the published generations (documents by content, one pointer to the current one).
+    await knex.schema.createTable("secrets", (t) => {
+      t.string("name", 128).primary();
+      t.text("value").notNullable();
+      t.string("created_at", 32).notNullable();
+    });
+    await knex.schema.createTable("documents", (t) => {
+      t.string("sha256", 64).primary();
+      t.string("content_type", 64).notNullable();
+      t.binary("body").notNullable();
+    });
+    await knex.schema.createTable("generations", (t) => {
+      t.bigInteger("serial").primary();
+      t.string("built_at", 32).notNullable();
+      t.text("problems").notNullable().defaultTo("[]");
+    });
+    await knex.schema.createTable("generation_documents", (t) => {
+      t.bigInteger("serial").notNullable().references("generations.serial");
+      t.string("path", 256).notNullable();
+      t.string("sha256", 64).notNullable().references("documents.sha256");
+      t.primary(["serial", "path"]);
+      t.index(["sha256"]);
+    });
+    await knex.schema.createTable("generation_pointer", (t) => {
+      t.integer("id").primary(); // always 1: one row
+      t.bigInteger("serial").notNullable();
+    });
+  },
+  async down(knex) {
+    for (const t of ["generation_pointer", "generation_documents", "generations", "documents", "secrets"]) {
+      await knex.schema.dropTableIfExists(t);
+    }
+  },
+};
+
+const MIGRATIONS: Migration[] = [initial, combinedHashes, sharedState];
 
 /** knex migration source over the steps above (no files on disk to go missing). */
 export const migrationSource: Knex.MigrationSource<Migration> = {

@@ -1,0 +1,111 @@
+import pg from "pg";
+
+/**
+ * Named mutual exclusion among every process that shares the catalog. With SQLite one process
+ * owns the catalog, so an in-process queue is enough; with PostgreSQL a session advisory lock,
+ * held on a connection of its own, spans replicas and is released by the server when the holder's
+ * connection ends (a killed replica never leaves a lock behind).
+ */
+export interface Locks {
+  /** Run `fn` holding `name`; waits for the holder. */
+  withLock<T>(name: string, fn: () => Promise<T>): Promise<T>;
+  /** Run `fn` holding `name` if it is free now; `{ held: true }` without running it otherwise. */
+  tryLock<T>(name: string, fn: () => Promise<T>): Promise<{ held: false; value: T } | { held: true }>;
+  close(): Promise<void>;
+}
+
+/** FIFO queue per name, in this process. */
+export class LocalLocks implements Locks {
+  private readonly tails = new Map<string, Promise<void>>();
+
+  async withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.tails.get(name) ?? Promise.resolve();
+    let release = (): void => {};
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    const tail = previous.then(() => mine);
+    this.tails.set(name, tail);
+    await previous;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.tails.get(name) === tail) this.tails.delete(name);
+    }
+  }
+
+  async tryLock<T>(name: string, fn: () => Promise<T>): Promise<{ held: false; value: T } | { held: true }> {
+    if (this.tails.has(name)) return { held: true };
+    return { held: false, value: await this.withLock(name, fn) };
+  }
+
+  async close(): Promise<void> {}
+}
+
+/**
+ * PostgreSQL session advisory locks (`pg_advisory_lock(hashtextextended(name, 0))`), layered on
+ * the in-process queue so waiters of one process hold one connection between them.
+ */
+export class PgLocks implements Locks {
+  private readonly local = new LocalLocks();
+  private readonly pool: pg.Pool;
+
+  constructor(connectionString: string, max = 8) {
+    this.pool = new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000 });
+    // A connection that dies while idle must not crash the process; the next lock opens a new one.
+    this.pool.on("error", () => undefined);
+  }
+
+  withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    return this.local.withLock(name, async () => {
+      const conn = await this.pool.connect();
+      let broken = false;
+      const onError = (): void => {
+        broken = true;
+      };
+      conn.on("error", onError);
+      try {
+        await conn.query("select pg_advisory_lock(hashtextextended($1, 0))", [name]);
+        try {
+          return await fn();
+        } finally {
+          await conn.query("select pg_advisory_unlock(hashtextextended($1, 0))", [name]).catch(() => {
+            broken = true;
+          });
+        }
+      } finally {
+        conn.off("error", onError);
+        // A connection whose unlock failed is closed: ending the session releases the lock.
+        conn.release(broken ? true : undefined);
+      }
+    });
+  }
+
+  async tryLock<T>(name: string, fn: () => Promise<T>): Promise<{ held: false; value: T } | { held: true }> {
+    const local = await this.local.tryLock(name, async () => {
+      const conn = await this.pool.connect();
+      let broken = false;
+      conn.on("error", () => (broken = true));
+      try {
+        const r = await conn.query<{ ok: boolean }>(
+          "select pg_try_advisory_lock(hashtextextended($1, 0)) as ok",
+          [name],
+        );
+        if (!r.rows[0]?.ok) return { held: true as const };
+        try {
+          return { held: false as const, value: await fn() };
+        } finally {
+          await conn.query("select pg_advisory_unlock(hashtextextended($1, 0))", [name]).catch(() => {
+            broken = true;
+          });
+        }
+      } finally {
+        conn.release(broken ? true : undefined);
+      }
+    });
+    return local.held ? local : local.value;
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}
