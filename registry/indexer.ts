@@ -112,6 +112,8 @@ export function streamProducts(
 const KEEP_GENERATIONS = 8;
 /** A replica that hears nothing still looks for a newer generation this often (missed notices). */
 const FOLLOW_POLL_MS = 5_000;
+/** Longest a document request waits on the catalog before it is answered from what this replica has. */
+const FRESH_WAIT_MS = 2_000;
 
 /**
  * The publish pipeline's last three steps and the documents it serves. Every write to what the
@@ -236,12 +238,15 @@ export class IndexService {
 
   /**
    * Resolves once this replica serves the newest generation committed before the call (a load
-   * that starts after it), or once the attempt failed: then the generation it has stays served.
+   * that starts after it), or once the attempt failed or took over 2 s: then the generation it has
+   * stays served.
    * Immediate when the catalog is not shared.
    */
   fresh(): Promise<void> {
     if (!this.catalog.shared) return Promise.resolve();
-    return this.sync();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, FRESH_WAIT_MS)));
+    return Promise.race([this.sync(), late]).finally(() => clearTimeout(timer));
   }
 
   private sync(): Promise<void> {
