@@ -155,8 +155,22 @@ export class UploadService {
     return { id, offset: state.offset, expiresAt };
   }
 
+  /**
+   * With replicas, one append or commit of a session at a time among all of them: a client that
+   * retries through another replica while the first still writes waits, then gets the offset
+   * check. (One process alone is serialized by the blob store.) Cancel never waits: a stalled
+   * client must not hold up expiry.
+   */
+  private oneAtATime<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    return this.catalog.shared ? this.catalog.locks.withLock(`upload:${id}`, fn) : fn();
+  }
+
   /** Append at `offset`; bytes that arrived before a dropped connection stay (see BlobStore.append). */
-  async append(id: string, offset: number, body: Readable): Promise<UploadView> {
+  append(id: string, offset: number, body: Readable): Promise<UploadView> {
+    return this.oneAtATime(id, () => this.appendNow(id, offset, body));
+  }
+
+  private async appendNow(id: string, offset: number, body: Readable): Promise<UploadView> {
     const { state, owner } = await this.live(id);
     const blobRoom = this.opts.maxBlobBytes - state.offset;
     // Concurrent appends of one token's sessions each see the others' bytes written so far, so
@@ -219,6 +233,10 @@ export class UploadService {
 
   /** Verify the digest and publish the bytes at their address; on mismatch nothing is kept. */
   async commit(id: string, digest: string, actor: string): Promise<BlobInfo> {
+    return this.oneAtATime(id, () => this.commitNow(id, digest, actor));
+  }
+
+  private async commitNow(id: string, digest: string, actor: string): Promise<BlobInfo> {
     if (!DIGEST_RE.test(digest)) {
       throw new LxhubError(
         "BAD_REQUEST",

@@ -98,7 +98,7 @@ export class Catalog {
     this.generations = new KnexGenerationRecords(db);
     this.secrets = new KnexSecretRecords(db);
     this.shared = config.client === "pg";
-    this.locks = config.client === "pg" ? new PgLocks(config.connection, 16) : new LocalLocks();
+    this.locks = config.client === "pg" ? new PgLocks(config.connection) : new LocalLocks();
   }
 
   get dialect(): "sqlite" | "pg" {

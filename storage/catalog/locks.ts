@@ -43,21 +43,37 @@ export class LocalLocks implements Locks {
 
 /**
  * PostgreSQL session advisory locks (`pg_advisory_lock(hashtextextended(name, 0))`), layered on
- * the in-process queue so waiters of one process hold one connection between them.
+ * the in-process queue so waiters of one process hold one connection between them. Locks named
+ * `lxhub:…` (publish, index, keys, migrations) take their connections from a pool of their own,
+ * so many long-held locks of other names (one per upload being written) never starve them.
+ * Connections per replica: `system` + `others` (+ knex's pool and one LISTEN connection).
  */
 export class PgLocks implements Locks {
   private readonly local = new LocalLocks();
-  private readonly pool: pg.Pool;
+  private readonly systemPool: pg.Pool;
+  private readonly otherPool: pg.Pool;
 
-  constructor(connectionString: string, max = 8) {
-    this.pool = new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000 });
-    // A connection that dies while idle must not crash the process; the next lock opens a new one.
-    this.pool.on("error", () => undefined);
+  constructor(
+    connectionString: string,
+    sizes: { system: number; others: number } = { system: 4, others: 16 },
+  ) {
+    const make = (max: number): pg.Pool => {
+      const pool = new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000 });
+      // A connection that dies while idle must not crash the process; the next lock opens a new one.
+      pool.on("error", () => undefined);
+      return pool;
+    };
+    this.systemPool = make(sizes.system);
+    this.otherPool = make(sizes.others);
+  }
+
+  private poolFor(name: string): pg.Pool {
+    return name.startsWith("lxhub:") ? this.systemPool : this.otherPool;
   }
 
   withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
     return this.local.withLock(name, async () => {
-      const conn = await this.pool.connect();
+      const conn = await this.poolFor(name).connect();
       let broken = false;
       const onError = (): void => {
         broken = true;
@@ -82,7 +98,7 @@ export class PgLocks implements Locks {
 
   async tryLock<T>(name: string, fn: () => Promise<T>): Promise<{ held: false; value: T } | { held: true }> {
     const local = await this.local.tryLock(name, async () => {
-      const conn = await this.pool.connect();
+      const conn = await this.poolFor(name).connect();
       let broken = false;
       conn.on("error", () => (broken = true));
       try {
@@ -106,6 +122,6 @@ export class PgLocks implements Locks {
   }
 
   async close(): Promise<void> {
-    await this.pool.end();
+    await Promise.all([this.systemPool.end(), this.otherPool.end()]);
   }
 }
