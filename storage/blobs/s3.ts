@@ -123,25 +123,12 @@ export class S3BlobStore implements BlobStore {
   private readonly queues = new Map<string, Promise<void>>();
 
   constructor(opts: S3BlobStoreOptions) {
-    if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(opts.bucket)) {
-      throw new TypeError(`bad S3 bucket name ${JSON.stringify(opts.bucket)}`);
-    }
-    let prefix = opts.prefix ?? "";
-    if (prefix !== "" && !prefix.endsWith("/")) prefix += "/";
-    if (prefix.startsWith("/") || prefix.includes("//")) {
-      throw new TypeError(`bad S3 key prefix ${JSON.stringify(opts.prefix)}`);
-    }
-    this.partSize = opts.partSize ?? 8 * MiB;
-    if (!Number.isSafeInteger(this.partSize) || this.partSize < MIN_PART || this.partSize > MAX_SINGLE_COPY) {
-      throw new TypeError(`partSize must be between 5 MiB and 5 GiB, not ${opts.partSize}`);
-    }
-    this.listPageSize = opts.listPageSize ?? 1000;
-    if (!Number.isSafeInteger(this.listPageSize) || this.listPageSize < 1 || this.listPageSize > 1000) {
-      throw new TypeError(`listPageSize must be 1..1000, not ${opts.listPageSize}`);
-    }
-    this.maxSingleCopyBytes = Math.min(opts.maxSingleCopyBytes ?? MAX_SINGLE_COPY, MAX_SINGLE_COPY);
+    const checked = checkS3Options(opts);
+    this.partSize = checked.partSize;
+    this.listPageSize = checked.listPageSize;
+    this.maxSingleCopyBytes = checked.maxSingleCopyBytes;
     this.bucket = opts.bucket;
-    this.prefix = prefix;
+    this.prefix = checked.prefix;
     this.client = new S3Client({
       endpoint: opts.endpoint,
       region: opts.region ?? "us-east-1",
@@ -685,6 +672,36 @@ export class S3BlobStore implements BlobStore {
       if (this.queues.get(id) === tail) this.queues.delete(id);
     }
   }
+}
+
+/** The options' values with defaults applied; a TypeError names the first bad one. */
+export function checkS3Options(opts: S3BlobStoreOptions): {
+  prefix: string;
+  partSize: number;
+  listPageSize: number;
+  maxSingleCopyBytes: number;
+} {
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(opts.bucket)) {
+    throw new TypeError(`bad S3 bucket name ${JSON.stringify(opts.bucket)}`);
+  }
+  let prefix = opts.prefix ?? "";
+  if (prefix !== "" && !prefix.endsWith("/")) prefix += "/";
+  if (prefix.startsWith("/") || prefix.includes("//")) {
+    throw new TypeError(`bad S3 key prefix ${JSON.stringify(opts.prefix)}`);
+  }
+  const partSize = opts.partSize ?? 8 * MiB;
+  if (!Number.isSafeInteger(partSize) || partSize < MIN_PART || partSize > MAX_SINGLE_COPY) {
+    throw new TypeError(`partSize must be between 5 MiB and 5 GiB, not ${opts.partSize}`);
+  }
+  const listPageSize = opts.listPageSize ?? 1000;
+  if (!Number.isSafeInteger(listPageSize) || listPageSize < 1 || listPageSize > 1000) {
+    throw new TypeError(`listPageSize must be 1..1000, not ${opts.listPageSize}`);
+  }
+  const maxSingleCopyBytes = Math.min(opts.maxSingleCopyBytes ?? MAX_SINGLE_COPY, MAX_SINGLE_COPY);
+  if (!Number.isSafeInteger(maxSingleCopyBytes) || maxSingleCopyBytes < MIN_PART) {
+    throw new TypeError(`maxSingleCopyBytes must be at least 5 MiB, not ${opts.maxSingleCopyBytes}`);
+  }
+  return { prefix, partSize, listPageSize, maxSingleCopyBytes };
 }
 
 function publicState(id: string, session: Session): UploadState {
