@@ -24,6 +24,10 @@ export type StorageKey =
   | { kind: "upload"; id: string }
   | { kind: "uploadsRoot" }
   | { kind: "tmp" }
+  | { kind: "tmpEntry"; name: string }
+  | { kind: "uploadState"; id: string }
+  | { kind: "uploadTail"; id: string; n: number }
+  | { kind: "uploadData"; id: string }
   | { kind: "signingKeys" }
   | { kind: "tokenSecret" }
   | { kind: "tlsCert" }
@@ -32,6 +36,13 @@ export type StorageKey =
 const HEX_RE = /^[0-9a-f]{64}$/;
 /** Upload session ids (also checked at the API boundary). */
 export const UPLOAD_ID_RE = /^[A-Za-z0-9_-]{8,64}$/;
+/** Names directly under `tmp/` (per-process folders, temporary objects). */
+const TMP_NAME_RE = /^[A-Za-z0-9._-]{1,200}$/;
+
+function uploadKey(id: string): string {
+  if (!UPLOAD_ID_RE.test(id)) throw new TypeError(`bad upload id ${JSON.stringify(id)}`);
+  return `uploads/${id}`;
+}
 
 /** Relative key (POSIX separators) of one storage object. */
 export function storageKey(key: StorageKey): string {
@@ -46,10 +57,21 @@ export function storageKey(key: StorageKey): string {
     case "uploadsRoot":
       return "uploads";
     case "upload":
-      if (!UPLOAD_ID_RE.test(key.id)) throw new TypeError(`bad upload id ${JSON.stringify(key.id)}`);
-      return `uploads/${key.id}`;
+      return uploadKey(key.id);
+    case "uploadState":
+      return `${uploadKey(key.id)}/state.json`;
+    case "uploadTail":
+      if (!Number.isSafeInteger(key.n) || key.n < 1) throw new TypeError(`bad tail number ${key.n}`);
+      return `${uploadKey(key.id)}/tail-${key.n}`;
+    case "uploadData":
+      return `${uploadKey(key.id)}/data`;
     case "tmp":
       return "tmp";
+    case "tmpEntry":
+      if (!TMP_NAME_RE.test(key.name) || key.name === "." || key.name === "..") {
+        throw new TypeError(`bad temporary name ${JSON.stringify(key.name)}`);
+      }
+      return `tmp/${key.name}`;
     case "signingKeys":
       return "keys/signing";
     case "tokenSecret":

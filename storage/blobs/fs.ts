@@ -1,10 +1,12 @@
 import { createHash, randomBytes, type Hash } from "node:crypto";
 import { createReadStream, existsSync } from "node:fs";
 import { link, mkdir, open, readdir, rename, rm, stat, type FileHandle } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import type { Readable } from "node:stream";
 
 import { dataPath } from "../layout.js";
+import { randomId, toBuffer } from "./bytes.js";
 import {
   assertDigest,
   BlobNotFoundError,
@@ -43,36 +45,55 @@ interface Session {
  *   `link` never replaces an existing blob, so a second copy of the same bytes is simply dropped.
  * - Upload sessions live in `uploads/<id>`; their sha256 state is kept in memory per session, so
  *   committing does not reread the bytes unless the process restarted since they were written.
- * - Appends, commits of one session are serialized in this process. One process owns a data
- *   folder: `open` empties `tmp/`, which would break another process's puts in progress.
+ * - Appends, commits of one session are serialized in this process (across processes sharing
+ *   the folder, by the caller's catalog lock). Each instance puts through its own folder under
+ *   `tmp/`, so `open` in one process never removes another live process's temp files.
  */
 export class FsBlobStore implements BlobStore {
   private readonly sessions = new Map<string, Session>();
   /** Tail of the per-session queue of appends/commits, so they never interleave. */
   private readonly queues = new Map<string, Promise<void>>();
-  private readonly tmpDir: string;
   private readonly uploadsDir: string;
 
-  private constructor(private readonly dataDir: string) {
-    this.tmpDir = dataPath(dataDir, { kind: "tmp" });
+  private constructor(
+    private readonly dataDir: string,
+    /** This instance's own folder under `tmp/`; no other process writes or removes it. */
+    private readonly tmpDir: string,
+  ) {
     this.uploadsDir = dataPath(dataDir, { kind: "uploadsRoot" });
   }
 
-  /** Create `blobs/`, `uploads/`, `tmp/` as needed and empty `tmp/` (leftovers of a crash). */
+  /**
+   * Create `blobs/`, `uploads/`, `tmp/` as needed, and this instance's own temp folder
+   * `tmp/<hostname>-<pid>-<random>/`. Several processes may share a data folder, so only the
+   * leftovers of dead writers are removed: folders of this host whose process is gone, any folder
+   * untouched for a day, and loose entries of older versions.
+   */
   static async open(dataDir: string): Promise<FsBlobStore> {
-    const store = new FsBlobStore(path.resolve(dataDir));
+    const root = path.resolve(dataDir);
+    const tmpRoot = dataPath(root, { kind: "tmp" });
+    const own = `${HOST}-${process.pid}-${randomBytes(6).toString("hex")}`;
+    const store = new FsBlobStore(root, dataPath(root, { kind: "tmpEntry", name: own }));
     const blobsRoot = dataPath(store.dataDir, { kind: "blobsRoot" });
-    for (const dir of [blobsRoot, store.uploadsDir, store.tmpDir]) {
+    for (const dir of [blobsRoot, store.uploadsDir, tmpRoot]) {
       const created = await mkdir(dir, { recursive: true });
       // A fresh folder must survive a crash before the first blob's own fsync counts.
       if (created !== undefined) {
         for (let d = dir; d.length >= created.length; d = path.dirname(d)) await fsyncDir(path.dirname(d));
       }
     }
-    for (const name of await readdir(store.tmpDir)) {
-      await rm(path.join(store.tmpDir, name), { recursive: true, force: true });
+    for (const name of await readdir(tmpRoot)) {
+      if (await isAbandoned(path.join(tmpRoot, name), name)) {
+        await rm(path.join(tmpRoot, name), { recursive: true, force: true });
+      }
     }
+    await mkdir(store.tmpDir);
     return store;
+  }
+
+  /** Resolves when the data folder is there and readable. */
+  async ping(): Promise<void> {
+    await readdir(this.uploadsDir);
   }
 
   async stat(digest: string): Promise<BlobInfo | null> {
@@ -129,6 +150,8 @@ export class FsBlobStore implements BlobStore {
     const tmp = path.join(this.tmpDir, `put-${randomId()}`);
     try {
       const sink: Session = { hash: createHash("sha256"), size: 0 };
+      // Recreated if another process removed it as abandoned (idle for more than a day).
+      await mkdir(this.tmpDir, { recursive: true });
       const fh = await open(tmp, "wx", 0o600);
       try {
         await copyInto(source, fh, sink);
@@ -454,10 +477,38 @@ async function writeAll(fh: FileHandle, buffers: Buffer[], position: number): Pr
   }
 }
 
-function toBuffer(chunk: unknown): Buffer {
-  if (Buffer.isBuffer(chunk)) return chunk;
-  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-  throw new TypeError("blob sources must yield bytes (Buffer or Uint8Array), not strings or objects");
+/** `<hostname>-<pid>-<12 hex>`; the host part is the sanitized hostname. */
+const TMP_OWNER_RE = /^(.+)-([0-9]+)-[0-9a-f]{12}$/;
+const HOST = os.hostname().replace(/[^A-Za-z0-9.-]/g, "_") || "host";
+const ABANDONED_AFTER_MS = 24 * 3600 * 1000;
+
+/**
+ * Whether an entry of `tmp/` belongs to no live writer: a folder of this host whose process is
+ * gone, anything untouched for a day (a pid can be reused), or a loose entry (older versions put
+ * temp files directly in `tmp/`).
+ */
+async function isAbandoned(file: string, name: string): Promise<boolean> {
+  const owner = TMP_OWNER_RE.exec(name);
+  if (owner === null) return true;
+  let mtimeMs: number;
+  try {
+    mtimeMs = (await stat(file)).mtimeMs;
+  } catch (err) {
+    if (isCode(err, "ENOENT")) return false; // its owner removed it meanwhile
+    throw err;
+  }
+  if (Date.now() - mtimeMs > ABANDONED_AFTER_MS) return true;
+  return owner[1] === HOST && !processAlive(Number(owner[2]));
+}
+
+function processAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return isCode(err, "EPERM"); // alive, owned by another user
+  }
 }
 
 /** sha256 and length of a whole file, read once in 1 MiB chunks (the handle stays open). */
@@ -499,10 +550,6 @@ async function readdirOrEmpty(dir: string): Promise<string[]> {
     if (isCode(err, "ENOENT")) return [];
     throw err;
   }
-}
-
-function randomId(): string {
-  return randomBytes(24).toString("base64url");
 }
 
 function isCode(err: unknown, code: string): boolean {

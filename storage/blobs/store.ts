@@ -74,6 +74,16 @@ export interface BlobStore {
 
   /** A local file path for a committed blob when the backend has one (lets the server stream it directly). */
   localPath?(digest: string): string | null;
+  /**
+   * A time-limited URL that serves a committed blob's bytes without this server (object stores),
+   * or null when the blob does not exist. Backends without such URLs leave it out.
+   */
+  presignedUrl?(digest: string, ttlSeconds: number): Promise<string | null>;
+
+  /** Resolves when the store answers (readiness checks); throws when it is unreachable. */
+  ping(): Promise<void>;
+  /** Release connections and timers; the store is unusable afterwards. */
+  close?(): Promise<void>;
 }
 
 export class BlobNotFoundError extends Error {

@@ -335,6 +335,30 @@ export function blobStoreConformance(name: string, make: () => Promise<BlobStore
       });
     });
 
+    it("ping answers for a working store", async () => {
+      await store.ping();
+    });
+
+    it("concurrent puts of the same bytes all succeed and store one blob", async () => {
+      const data = randomBytes(300_000);
+      const info = { digest: sha256(data), size: data.length };
+      const results = await Promise.all(
+        Array.from({ length: 4 }, () =>
+          store.put(pacedSource([data.subarray(0, 100_000), data.subarray(100_000)], null, true)),
+        ),
+      );
+      for (const r of results) assert.deepEqual(r, info);
+      assert.deepEqual(await all(store.list()), [info]);
+      assert.ok((await collect(await store.read(info.digest))).equals(data));
+    });
+
+    it("lists many blobs, each once", async () => {
+      const infos: BlobInfo[] = [];
+      for (let i = 0; i < 40; i++) infos.push(await store.put(Readable.from([Buffer.from(`many ${i}`)])));
+      const byDigest = (a: BlobInfo, b: BlobInfo): number => a.digest.localeCompare(b.digest);
+      assert.deepEqual((await all(store.list())).sort(byDigest), infos.sort(byDigest));
+    });
+
     it("concurrent appends to one session do not interleave", async () => {
       const a = Array.from({ length: 8 }, () => Buffer.alloc(64 * 1024, 0xaa));
       const b = Array.from({ length: 8 }, () => Buffer.alloc(64 * 1024, 0xbb));

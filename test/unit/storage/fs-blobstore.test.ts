@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -14,6 +14,8 @@ import { dataPath } from "../../../storage/layout.js";
 import { all, blobStoreConformance, collect, sha256 } from "../../storage/blobstore-conformance.js";
 
 const MiB = 1024 * 1024;
+/** The host part of temp folder names, as storage/blobs/fs.ts writes it. */
+const HOST = os.hostname().replace(/[^A-Za-z0-9.-]/g, "_") || "host";
 
 async function tempDir(): Promise<string> {
   return mkdtemp(path.join(os.tmpdir(), "lxhub-fsblob-"));
@@ -79,20 +81,46 @@ describe("FsBlobStore on disk", () => {
     }
   });
 
-  it("empties tmp/ on open and keeps upload sessions", async () => {
+  it("on open removes only abandoned temp entries and keeps upload sessions", async () => {
     const dir = await tempDir();
     try {
       const first = await FsBlobStore.open(dir);
       const up = await first.createUpload();
       await first.append(up.id, 0, Readable.from([Buffer.from("resumable")]));
       const tmp = dataPath(dir, { kind: "tmp" });
+      const [own] = await readdir(tmp);
+      assert.ok(own !== undefined && own.startsWith(`${HOST}-${process.pid}-`), String(own));
+      // A live process's put in progress (this one's).
+      await writeFile(path.join(tmp, own, "put-in-progress"), randomBytes(1000));
+      // Loose entries (older versions wrote straight into tmp/).
       await writeFile(path.join(tmp, "put-leftover"), randomBytes(1000));
       await mkdir(path.join(tmp, "nested", "deeper"), { recursive: true });
       await writeFile(path.join(tmp, "nested", "deeper", "x"), "x");
+      // A process of this host that is gone.
+      const deadPid = await new Promise<number>((resolve) => {
+        const child = spawn(process.execPath, ["-e", ""], { stdio: "ignore" });
+        child.on("exit", () => resolve(child.pid ?? 0));
+      });
+      const dead = `${HOST}-${deadPid}-0123456789ab`;
+      await mkdir(path.join(tmp, dead));
+      await writeFile(path.join(tmp, dead, "put-x"), "x");
+      // Another host's folders: kept while fresh, removed after a day untouched.
+      const otherFresh = "other-host-1-0123456789ab";
+      const otherOld = "other-host-2-0123456789ab";
+      await mkdir(path.join(tmp, otherFresh));
+      await mkdir(path.join(tmp, otherOld));
+      const twoDaysAgo = new Date(Date.now() - 2 * 24 * 3600 * 1000);
+      await utimes(path.join(tmp, otherOld), twoDaysAgo, twoDaysAgo);
 
       const second = await FsBlobStore.open(dir);
-      assert.deepEqual(await readdir(tmp), []);
+      const left = await readdir(tmp);
+      assert.equal(left.length, 3, left.join(" "));
+      assert.ok(left.includes(own) && left.includes(otherFresh));
+      assert.deepEqual(await readdir(path.join(tmp, own)), ["put-in-progress"]);
+      const secondOwn = left.find((n) => n !== own && n !== otherFresh);
+      assert.ok(secondOwn?.startsWith(`${HOST}-${process.pid}-`));
       assert.equal((await second.uploadState(up.id))?.offset, "resumable".length);
+      await second.ping();
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -118,7 +146,8 @@ describe("FsBlobStore on disk", () => {
         assert.equal(st.nlink, 1); // the temp or upload name is gone
       }
       assert.deepEqual(await readdir(dataPath(dir, { kind: "uploadsRoot" })), []);
-      assert.deepEqual(await readdir(dataPath(dir, { kind: "tmp" })), []);
+      const tmp = dataPath(dir, { kind: "tmp" });
+      for (const own of await readdir(tmp)) assert.deepEqual(await readdir(path.join(tmp, own)), []);
       assert.equal(store.localPath(sha256(Buffer.from("absent"))), null);
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -156,7 +185,9 @@ describe("FsBlobStore on disk", () => {
         for (;;) {
           assert.equal(exited, false, "the writer process exited on its own");
           const sizes = async (d: string): Promise<number[]> =>
-            Promise.all((await readdir(d)).map(async (n) => (await stat(path.join(d, n))).size));
+            Promise.all(
+              (await readdir(d, { recursive: true })).map(async (n) => (await stat(path.join(d, n))).size),
+            );
           const [ups, tmps] = await Promise.all([sizes(uploadsDir), sizes(tmpDir)]);
           if (ups.includes(3 * MiB) && tmps.includes(3 * MiB)) break;
           await sleep(20);
@@ -173,7 +204,10 @@ describe("FsBlobStore on disk", () => {
       }
 
       const restarted = await FsBlobStore.open(dir);
-      assert.deepEqual(await readdir(dataPath(dir, { kind: "tmp" })), []);
+      // The killed writer's temp folder is gone; only this process's own folders remain.
+      for (const name of await readdir(dataPath(dir, { kind: "tmp" }))) {
+        assert.ok(name.startsWith(`${HOST}-${process.pid}-`), name);
+      }
       assert.deepEqual(await all(restarted.list()), []);
       const sessions = await all(restarted.listUploads());
       assert.equal(sessions.length, 1);
