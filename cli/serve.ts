@@ -3,6 +3,7 @@ import { pino } from "pino";
 import { loadConfig } from "../server/config.js";
 import { startServer } from "../server/app.js";
 import { describeCatalogUrl } from "../storage/catalog/catalog.js";
+import { describeBlobStore } from "../storage/blobs/open.js";
 
 /** `lxhub serve`: the image server on its embedded default (SQLite + a data folder). */
 export function registerServe(program: Command): void {
@@ -13,6 +14,14 @@ export function registerServe(program: Command): void {
     .option(
       "--db <url>",
       "catalog: postgres://user@host:port/db for replicas, sqlite:FILE (default <data>/catalog.sqlite, or $LXHUB_DB)",
+    )
+    .option(
+      "--blobs <url>",
+      "blob store: s3://BUCKET/PREFIX?endpoint=URL&region=R&forcePathStyle=true, file://DIR (default <data>/blobs, or $LXHUB_BLOBS)",
+    )
+    .option(
+      "--blobs-redirect <seconds>",
+      "answer image file requests with a 302 to a presigned object-store URL valid this long; 0 streams them (default 0, or $LXHUB_BLOBS_REDIRECT)",
     )
     .option(
       "--listen <host:port>",
@@ -52,6 +61,8 @@ export function registerServe(program: Command): void {
       async (o: {
         data?: string;
         db?: string;
+        blobs?: string;
+        blobsRedirect?: string;
         listen?: string;
         tlsListen?: string;
         tlsCert?: string;
@@ -66,6 +77,8 @@ export function registerServe(program: Command): void {
         const config = loadConfig({
           dataDir: o.data,
           db: o.db,
+          blobs: o.blobs,
+          blobsRedirectSeconds: o.blobsRedirect,
           listen: o.listen,
           tlsListen: o.tlsListen,
           tlsCert: o.tlsCert,
@@ -87,6 +100,7 @@ export function registerServe(program: Command): void {
           https: s.httpsUrl,
           dataDir: config.dataDir,
           catalog: config.db ? describeCatalogUrl(config.db) : "sqlite (data folder)",
+          blobs: describeBlobStore(config.blobs, config.dataDir),
           certFile: s.tls?.certFile ?? null,
           certFingerprint: s.tls?.fingerprint ?? null,
           signingKey: s.registry.keyring.active().kid,

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { resolveDataDir, resolveDb, DEFAULTS } from "../server/config.js";
+import { resolveBlobs, resolveDataDir, resolveDb, DEFAULTS } from "../server/config.js";
 import { openRegistry } from "../registry/registry.js";
 import { parseDuration } from "../registry/tokens.js";
 
@@ -14,27 +14,45 @@ export function registerToken(program: Command): void {
       "--db <url>",
       "catalog URL as for `lxhub serve --db` (default <data>/catalog.sqlite, or $LXHUB_DB)",
     )
+    .option(
+      "--blobs <url>",
+      "blob store URL as for `lxhub serve --blobs` (default <data>/blobs, or $LXHUB_BLOBS)",
+    )
     .requiredOption(
       "--scope <scope...>",
       "admin, push:<pattern> or delete:<pattern> (pattern over os/release/arch/variant, e.g. debian/*)",
     )
     .option("--ttl <duration>", "lifetime such as 30m, 12h, 90d", "30d")
     .option("--subject <name>", "who the token is for (shown in the audit log)", "cli")
-    .action(async (o: { data?: string; db?: string; scope: string[]; ttl: string; subject: string }) => {
-      const reg = await openRegistry({ ...DEFAULTS, dataDir: resolveDataDir(o.data), db: resolveDb(o.db) });
-      try {
-        const t = await reg.tokens.create({
-          scopes: o.scope.flatMap((s) => s.split(",")).filter(Boolean),
-          ttlSeconds: parseDuration(o.ttl),
-          subject: o.subject,
-          actor: "cli",
+    .action(
+      async (o: {
+        data?: string;
+        db?: string;
+        blobs?: string;
+        scope: string[];
+        ttl: string;
+        subject: string;
+      }) => {
+        const reg = await openRegistry({
+          ...DEFAULTS,
+          dataDir: resolveDataDir(o.data),
+          db: resolveDb(o.db),
+          blobs: resolveBlobs(o.blobs),
         });
-        process.stdout.write(t.token + "\n");
-        process.stderr.write(`token ${t.id} expires ${t.expiresAt}\n`);
-      } finally {
-        await reg.close();
-      }
-    });
+        try {
+          const t = await reg.tokens.create({
+            scopes: o.scope.flatMap((s) => s.split(",")).filter(Boolean),
+            ttlSeconds: parseDuration(o.ttl),
+            subject: o.subject,
+            actor: "cli",
+          });
+          process.stdout.write(t.token + "\n");
+          process.stderr.write(`token ${t.id} expires ${t.expiresAt}\n`);
+        } finally {
+          await reg.close();
+        }
+      },
+    );
   token
     .command("revoke")
     .description("revoke a token by its id")
@@ -44,8 +62,17 @@ export function registerToken(program: Command): void {
       "--db <url>",
       "catalog URL as for `lxhub serve --db` (default <data>/catalog.sqlite, or $LXHUB_DB)",
     )
-    .action(async (id: string, o: { data?: string; db?: string }) => {
-      const reg = await openRegistry({ ...DEFAULTS, dataDir: resolveDataDir(o.data), db: resolveDb(o.db) });
+    .option(
+      "--blobs <url>",
+      "blob store URL as for `lxhub serve --blobs` (default <data>/blobs, or $LXHUB_BLOBS)",
+    )
+    .action(async (id: string, o: { data?: string; db?: string; blobs?: string }) => {
+      const reg = await openRegistry({
+        ...DEFAULTS,
+        dataDir: resolveDataDir(o.data),
+        db: resolveDb(o.db),
+        blobs: resolveBlobs(o.blobs),
+      });
       try {
         await reg.tokens.revoke(id, "cli");
       } finally {

@@ -1,6 +1,6 @@
 import { mkdir } from "node:fs/promises";
 import { Keyring } from "../signing/keyring.js";
-import { FsBlobStore } from "../storage/blobs/fs.js";
+import { openBlobStore } from "../storage/blobs/open.js";
 import type { BlobStore } from "../storage/blobs/store.js";
 import { Catalog, catalogConfigFromUrl } from "../storage/catalog/catalog.js";
 import { CatalogKeyStore } from "./keys.js";
@@ -15,8 +15,8 @@ export interface RegistryOptions {
   dataDir: string;
   /** Catalog: `postgres://…`, `sqlite:FILE`, or undefined for `<data>/catalog.sqlite` (catalog.ts). */
   db?: string;
-  /** Blob store already opened (storage/blobs/open.ts); default: the data folder's `blobs/`. */
-  blobs?: BlobStore;
+  /** Blob store URL: `s3://BUCKET/PREFIX?endpoint=…`, `file://DIR`, or undefined for the data folder (storage/blobs/open.ts). */
+  blobs?: string;
   statementTtlSeconds: number;
   uploadTtlSeconds: number;
   maxBlobBytes: number;
@@ -53,7 +53,7 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
     catalogConfigFromUrl(opts.db, dataPath(opts.dataDir, { kind: "catalog" })),
   );
   try {
-    const blobs = opts.blobs ?? (await FsBlobStore.open(opts.dataDir));
+    const blobs = await openBlobStore(opts.blobs, opts.dataDir);
     // Replicas sharing a catalog share its keys; the first to start makes the first key.
     const keyring = catalog.shared
       ? await catalog.locks.withLock("lxhub:keys", () => Keyring.open(new CatalogKeyStore(catalog.secrets)))
@@ -85,6 +85,7 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       close: async () => {
         index.stop();
         await catalog.close();
+        await blobs.close?.();
       },
     };
   } catch (err) {

@@ -125,7 +125,12 @@ export async function startServer(
   await registry.index.rebuild();
   registry.index.follow();
   const readPath = (certPem: string) =>
-    createReadPath({ index: registry.index, blobs: registry.blobs, certPem });
+    createReadPath({
+      index: registry.index,
+      blobs: registry.blobs,
+      certPem,
+      redirectSeconds: config.blobsRedirectSeconds,
+    });
   const api = createApi({
     ...registry,
     onInternalError: (err) => {

@@ -22,6 +22,22 @@ export const configSchema = z
      * work, `sqlite:FILE`, or unset for `<data>/catalog.sqlite`.
      */
     db: z.string().min(1).optional(),
+    /**
+     * Blob store (env LXHUB_BLOBS): `s3://BUCKET/PREFIX?endpoint=…&region=…&forcePathStyle=true`
+     * (credentials from the AWS SDK's chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, …),
+     * `file://DIR`, or unset for `<data>/blobs/`.
+     */
+    blobs: z.string().min(1).optional(),
+    /**
+     * Answer image file requests with a 302 to a presigned URL of the object store, valid this
+     * many seconds (env LXHUB_BLOBS_REDIRECT); 0 (default) streams the bytes through lxhub.
+     * Index documents are always served by lxhub.
+     */
+    blobsRedirectSeconds: z
+      .number()
+      .int()
+      .min(0)
+      .max(7 * 86400),
     /** Plain HTTP listener (env LXHUB_LISTEN); "" disables it. */
     listen: z.union([hostPort, z.literal("")]),
     /** HTTPS listener, TLS 1.3 only (env LXHUB_TLS_LISTEN); "" disables it. Plain HTTP on this port is answered too. */
@@ -74,6 +90,7 @@ export const DEFAULTS = {
   uploadTtlSeconds: 24 * 3600,
   maxBlobBytes: 64 * 1024 ** 3,
   issuer: "lxhub",
+  blobsRedirectSeconds: 0,
   allowInsecureWrites: false,
   headersTimeoutSeconds: 30,
   requestTimeoutSeconds: 120,
@@ -105,6 +122,14 @@ export function resolveDb(
   return flag || env.LXHUB_DB || undefined;
 }
 
+/** Blob store URL from a flag, else LXHUB_BLOBS, else undefined (the data folder). */
+export function resolveBlobs(
+  flag: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): string | undefined {
+  return flag || env.LXHUB_BLOBS || undefined;
+}
+
 export function loadConfig(
   flags: Partial<Record<keyof ServerConfig, string | number | boolean | undefined>>,
   env: NodeJS.ProcessEnv = process.env,
@@ -116,6 +141,10 @@ export function loadConfig(
   const raw = {
     dataDir: resolveDataDir(flags.dataDir as string | undefined, env),
     db: resolveDb(flags.db as string | undefined, env),
+    blobs: resolveBlobs(flags.blobs as string | undefined, env),
+    blobsRedirectSeconds: num(
+      pick(flags.blobsRedirectSeconds, "LXHUB_BLOBS_REDIRECT", DEFAULTS.blobsRedirectSeconds),
+    ),
     listen: pick(flags.listen as string | undefined, "LXHUB_LISTEN", DEFAULTS.listen),
     tlsListen: pick(flags.tlsListen as string | undefined, "LXHUB_TLS_LISTEN", DEFAULTS.tlsListen),
     tlsCert: pick(flags.tlsCert as string | undefined, "LXHUB_TLS_CERT", undefined),

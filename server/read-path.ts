@@ -13,7 +13,13 @@ import { sendFileRange } from "./send-file.js";
  * comparison) and, for documents, on `If-Modified-Since`, and genuine 404s. Returns false for any path it
  * does not own, so the caller hands the request on.
  */
-export function createReadPath(deps: { index: IndexService; blobs: BlobStore; certPem: string }) {
+export function createReadPath(deps: {
+  index: IndexService;
+  blobs: BlobStore;
+  certPem: string;
+  /** > 0: answer file requests with a 302 to a presigned object-store URL valid this long. */
+  redirectSeconds?: number;
+}) {
   const certBody = Buffer.from(deps.certPem);
 
   return function handle(req: IncomingMessage, res: ServerResponse): boolean {
@@ -70,7 +76,9 @@ export function createReadPath(deps: { index: IndexService; blobs: BlobStore; ce
       sendError(res, new LxhubError("NOT_FOUND", `no such file: /${rel}`));
       return;
     }
-    sendBlob(req, res, deps.blobs, digest).catch((err: unknown) => sendError(res, err));
+    sendBlob(req, res, deps.blobs, digest, deps.redirectSeconds ?? 0).catch((err: unknown) =>
+      sendError(res, err),
+    );
   }
 }
 
@@ -243,6 +251,7 @@ async function sendBlob(
   res: ServerResponse,
   blobs: BlobStore,
   digest: string,
+  redirectSeconds: number,
 ): Promise<void> {
   const info = await blobs.stat(digest);
   if (!info) throw new LxhubError("NOT_FOUND", `no such blob: ${digest}`);
@@ -256,6 +265,19 @@ async function sendBlob(
   };
   if (etagMatches(req.headers["if-none-match"], etag)) {
     res.writeHead(304, { etag, "cache-control": headers["cache-control"] as string });
+    res.end();
+    return;
+  }
+  const url =
+    redirectSeconds > 0 && info.size > 0 ? await blobs.presignedUrl?.(digest, redirectSeconds) : null;
+  if (url) {
+    // The object store serves the bytes (Range included); the client may reuse the answer for
+    // a little less than the URL lives.
+    res.writeHead(302, {
+      location: url,
+      "cache-control": `private, max-age=${Math.max(0, Math.floor(redirectSeconds / 2))}`,
+      "content-length": 0,
+    });
     res.end();
     return;
   }

@@ -26,7 +26,16 @@ export const healthRoutes: readonly Route[] = [
     headers: [],
     async handle({ res, deps }) {
       try {
-        await deps.catalog.ping();
+        // Both stores must answer: a replica that cannot reach them is taken out of rotation
+        // (it still serves what it has to whoever reaches it).
+        await Promise.all([
+          deps.catalog.ping().catch((err: Error) => {
+            throw new Error(`catalog unreachable: ${err.message}`);
+          }),
+          deps.blobs.ping().catch((err: Error) => {
+            throw new Error(`blob store unreachable: ${err.message}`);
+          }),
+        ]);
         const gen = deps.index.generation();
         if (!gen) throw new Error("documents not built");
         // Catalog rows today's rules refuse are left out of the documents and listed here.

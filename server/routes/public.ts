@@ -24,7 +24,7 @@ const file = (path: string, operationId: string): Route => ({
   operationId,
   auth: "none",
   body: "none",
-  answers: [200, 206, 304, 416],
+  answers: [200, 206, 302, 304, 416], // 302 only with --blobs-redirect on an S3 store
   errors: ["NOT_FOUND", "INTERNAL"],
   headers: ["etag", "accept-ranges", "content-range", "cache-control"],
 });
