@@ -24,6 +24,9 @@ export interface PostgresServer {
   stop(): void;
   /** Stop immediately (as a crash would) and start again on the same port and data. */
   restart(): void;
+  /** Stop immediately (as a crash would); `resume()` starts it again on the same port and data. */
+  halt(): void;
+  resume(): void;
 }
 
 let running: PostgresServer | null = null;
@@ -103,6 +106,12 @@ export async function ensurePostgres(): Promise<PostgresServer> {
     },
     restart() {
       run(pgCtl, ["-D", data, "-m", "immediate", "-w", "stop"]);
+      start();
+    },
+    halt() {
+      run(pgCtl, ["-D", data, "-m", "immediate", "-w", "stop"]);
+    },
+    resume() {
       start();
     },
   };
