@@ -3,7 +3,9 @@
  * pushed to a running `lxhub serve` with `lxhub push`, then `lxc` must see them through the HTTPS
  * simplestreams endpoint (pinned self-signed certificate, simplestreams.md §1.2, §8): list both
  * versions with the aliases on the newest, report its fingerprint, export its exact bytes, and the
- * daemon must copy and launch it.
+ * daemon must copy and launch it; `lxhub pull` must verify and unpack it. The whole suite runs
+ * twice: on the embedded default (SQLite + a data folder) and on shared storage (a PostgreSQL
+ * catalog and an S3 bucket on a real Ceph RADOS Gateway), as replicas run.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -22,134 +24,192 @@ import {
   LxdCleanup,
   TEST_PREFIX,
 } from "../support/lxd.js";
-import { createToken, lxhubCli, startServer, type RunningServer } from "../support/server.js";
+import { createDatabase } from "../support/postgres.js";
+import { createTestBucket, ensureRgw } from "../support/rgw.js";
+import { lxhubCli, startServer, type RunningServer, type StartServerOptions } from "../support/server.js";
+import { pullEnv } from "../integration/pull-support.js";
 
 /** Token scope that allows publishing the test product (scope grammar: push:<os pattern>). */
 const PUSH_SCOPE = "push:busybox/*";
 const ALIAS = "busybox/1.36";
 
-describe("lxc (LXD 5.0.2) against lxhub serve", { timeout: 15 * 60_000 }, () => {
-  // Unique per run: fresh fingerprints make the daemon really download, and concurrent or
-  // crashed earlier runs cannot collide with this one.
-  const run = randomBytes(4).toString("hex");
-  const remote = `${TEST_PREFIX}${run}`;
-  const container = `${TEST_PREFIX}c1-${run}`;
-  const localAlias = `${TEST_PREFIX}img-${run}`;
-  const cleanup = new LxdCleanup();
-  let work: string;
-  let server: RunningServer;
-  let v1: BusyboxImage;
-  let v2: BusyboxImage;
-  let fp1: string;
-  let fp2: string;
+/** How the server under test keeps its records and bytes, and how a token is made for it. */
+interface Storage {
+  label: string;
+  start(): Promise<{ options: StartServerOptions; tokenArgs: string[]; env: NodeJS.ProcessEnv }>;
+}
 
-  before(async () => {
-    work = await mkdtemp(join(tmpdir(), `${TEST_PREFIX}e2e-`));
-    cleanup.add(`work dir ${work}`, () => rm(work, { recursive: true, force: true }));
-    await ensureLxd();
+const STORAGES: Storage[] = [
+  { label: "SQLite + data folder", start: async () => ({ options: {}, tokenArgs: [], env: {} }) },
+  {
+    label: "PostgreSQL + S3 (radosgw)",
+    start: async () => {
+      const [rgw, db] = await Promise.all([ensureRgw(), createDatabase("e2e")]);
+      const bucket = await createTestBucket(rgw, "e2e");
+      const blobs = `s3://${bucket}/images?endpoint=${encodeURIComponent(rgw.endpoint)}&region=${rgw.region}&forcePathStyle=true`;
+      const env = { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey };
+      const args = ["--db", db, "--blobs", blobs];
+      return { options: { extraArgs: args, env }, tokenArgs: args, env };
+    },
+  },
+];
 
-    const common = { os: "busybox", release: "1.36", variant: "default" } as const;
-    v1 = await buildBusyboxImage(join(work, "v1"), {
-      ...common,
-      serial: "20240101_0000",
-      marker: `v1 ${run}`,
+for (const storage of STORAGES) endToEnd(storage);
+
+function endToEnd(storage: Storage): void {
+  describe(`lxc (LXD 5.0.2) against lxhub serve on ${storage.label}`, { timeout: 15 * 60_000 }, () => {
+    // Unique per run: fresh fingerprints make the daemon really download, and concurrent or
+    // crashed earlier runs cannot collide with this one.
+    const run = randomBytes(4).toString("hex");
+    const remote = `${TEST_PREFIX}${run}`;
+    const container = `${TEST_PREFIX}c1-${run}`;
+    const localAlias = `${TEST_PREFIX}img-${run}`;
+    const cleanup = new LxdCleanup();
+    let work: string;
+    let server: RunningServer;
+    let v1: BusyboxImage;
+    let v2: BusyboxImage;
+    let fp1: string;
+    let fp2: string;
+
+    before(async () => {
+      work = await mkdtemp(join(tmpdir(), `${TEST_PREFIX}e2e-`));
+      cleanup.add(`work dir ${work}`, () => rm(work, { recursive: true, force: true }));
+      await ensureLxd();
+
+      const common = { os: "busybox", release: "1.36", variant: "default" } as const;
+      v1 = await buildBusyboxImage(join(work, "v1"), {
+        ...common,
+        serial: "20240101_0000",
+        marker: `v1 ${run}`,
+      });
+      v2 = await buildBusyboxImage(join(work, "v2"), {
+        ...common,
+        serial: "20240201_0000",
+        marker: `v2 ${run}`,
+      });
+      fp1 = await imageFingerprint(v1);
+      fp2 = await imageFingerprint(v2);
+
+      const setup = await storage.start();
+      server = await startServer(setup.options);
+      cleanup.add("lxhub server", () => server.stop());
+      const made = await lxhubCli(
+        [
+          "token",
+          "create",
+          "--data",
+          server.dataDir,
+          ...setup.tokenArgs,
+          "--scope",
+          PUSH_SCOPE,
+          "--ttl",
+          "1h",
+        ],
+        { env: setup.env },
+      );
+      assert.equal(made.code, 0, made.stderr);
+      const token = made.stdout.trim();
+
+      // Version keys come from metadata.yaml's creation_date (the push default); the token once
+      // by flag, once from the environment.
+      const push1 = await lxhubCli([
+        "push",
+        server.httpsUrl,
+        v1.dir,
+        "--token",
+        token,
+        "--ca",
+        server.certFile,
+      ]);
+      assert.equal(push1.code, 0, `push v1 failed:\n${push1.stderr}\n${push1.stdout}`);
+      const push2 = await lxhubCli(["push", server.httpsUrl, v2.dir, "--ca", server.certFile], {
+        env: { LXHUB_TOKEN: token },
+      });
+      assert.equal(push2.code, 0, `push v2 failed:\n${push2.stderr}\n${push2.stdout}`);
+
+      cleanup.remote(remote, server.httpsUrl);
+      await addSimplestreamsRemote(remote, server.httpsUrl, server.certPem);
     });
-    v2 = await buildBusyboxImage(join(work, "v2"), {
-      ...common,
-      serial: "20240201_0000",
-      marker: `v2 ${run}`,
+
+    after(async () => {
+      // Registered before anything is created on the daemon, so a failing step still cleans up.
+      const problems = await cleanup.run();
+      if (problems.length > 0) console.error(`cleanup problems:\n${problems.join("\n")}`);
     });
-    fp1 = await imageFingerprint(v1);
-    fp2 = await imageFingerprint(v2);
 
-    server = await startServer();
-    cleanup.add("lxhub server", () => server.stop());
-    const token = await createToken(server.dataDir, PUSH_SCOPE);
+    it("lists both versions, the aliases only on the newest", async () => {
+      const images = await listImages(remote);
+      const bySerial = new Map(images.map((i) => [i.properties.serial, i]));
+      assert.deepEqual([...bySerial.keys()].sort(), ["20240101_0000", "20240201_0000"]);
 
-    // Version keys come from metadata.yaml's creation_date (the push default); the token once
-    // by flag, once from the environment.
-    const push1 = await lxhubCli([
-      "push",
-      server.httpsUrl,
-      v1.dir,
-      "--token",
-      token,
-      "--ca",
-      server.certFile,
-    ]);
-    assert.equal(push1.code, 0, `push v1 failed:\n${push1.stderr}\n${push1.stdout}`);
-    const push2 = await lxhubCli(["push", server.httpsUrl, v2.dir, "--ca", server.certFile], {
-      env: { LXHUB_TOKEN: token },
+      const newest = bySerial.get("20240201_0000");
+      const older = bySerial.get("20240101_0000");
+      assert.ok(newest && older);
+      assert.equal(newest.fingerprint, fp2);
+      assert.equal(older.fingerprint, fp1);
+      assert.equal(newest.type, "container");
+      assert.equal(newest.architecture, "x86_64");
+      const names = (newest.aliases ?? []).map((a) => a.name);
+      for (const a of [ALIAS, `${ALIAS}/default`, `${ALIAS}/amd64`])
+        assert.ok(names.includes(a), `alias ${a} in ${names}`);
+      assert.deepEqual(older.aliases ?? [], []);
+      assert.equal(newest.properties.os, "busybox");
+      assert.equal(newest.properties.release, "1.36");
+      assert.equal(newest.properties.variant, "default");
     });
-    assert.equal(push2.code, 0, `push v2 failed:\n${push2.stderr}\n${push2.stdout}`);
 
-    cleanup.remote(remote, server.httpsUrl);
-    await addSimplestreamsRemote(remote, server.httpsUrl, server.certPem);
-  });
-
-  after(async () => {
-    // Registered before anything is created on the daemon, so a failing step still cleans up.
-    const problems = await cleanup.run();
-    if (problems.length > 0) console.error(`cleanup problems:\n${problems.join("\n")}`);
-  });
-
-  it("lists both versions, the aliases only on the newest", async () => {
-    const images = await listImages(remote);
-    const bySerial = new Map(images.map((i) => [i.properties.serial, i]));
-    assert.deepEqual([...bySerial.keys()].sort(), ["20240101_0000", "20240201_0000"]);
-
-    const newest = bySerial.get("20240201_0000");
-    const older = bySerial.get("20240101_0000");
-    assert.ok(newest && older);
-    assert.equal(newest.fingerprint, fp2);
-    assert.equal(older.fingerprint, fp1);
-    assert.equal(newest.type, "container");
-    assert.equal(newest.architecture, "x86_64");
-    const names = (newest.aliases ?? []).map((a) => a.name);
-    for (const a of [ALIAS, `${ALIAS}/default`, `${ALIAS}/amd64`])
-      assert.ok(names.includes(a), `alias ${a} in ${names}`);
-    assert.deepEqual(older.aliases ?? [], []);
-    assert.equal(newest.properties.os, "busybox");
-    assert.equal(newest.properties.release, "1.36");
-    assert.equal(newest.properties.variant, "default");
-  });
-
-  it("lxc image info resolves the alias to version 2's fingerprint", async () => {
-    assert.equal(await imageInfoFingerprint(`${remote}:${ALIAS}`), fp2);
-  });
-
-  it("lxc image export returns exactly the pushed bytes", async () => {
-    const out = join(work, "export");
-    await mkdir(out);
-    await lxcOk(["image", "export", `${remote}:${ALIAS}`, out]);
-    const exported = await Promise.all((await readdir(out)).sort().map((f) => readFile(join(out, f))));
-    assert.equal(exported.length, 2, "metadata and rootfs files");
-    const meta = await readFile(v2.files["lxd.tar.xz"] ?? "");
-    const root = await readFile(v2.files["rootfs.squashfs"] ?? "");
-    assert.ok(
-      exported.some((b) => b.equals(meta)),
-      "exported metadata tarball equals lxd.tar.xz of v2",
-    );
-    assert.ok(
-      exported.some((b) => b.equals(root)),
-      "exported rootfs equals rootfs.squashfs of v2",
-    );
-  });
-
-  it("the daemon copies the image into its local store", async () => {
-    cleanup.image(fp2);
-    await lxcOk(["image", "copy", `${remote}:${ALIAS}`, "local:", "--alias", localAlias], {
-      timeoutMs: 300_000,
+    it("lxc image info resolves the alias to version 2's fingerprint", async () => {
+      assert.equal(await imageInfoFingerprint(`${remote}:${ALIAS}`), fp2);
     });
-    assert.equal(await imageInfoFingerprint(localAlias), fp2);
-  });
 
-  it("the daemon launches a container that runs version 2", async () => {
-    cleanup.container(container);
-    await lxcOk(["launch", `${remote}:${ALIAS}`, container], { timeoutMs: 300_000 });
-    const t = await lxc(["exec", container, "--", "true"]);
-    assert.equal(t.code, 0, `lxc exec true: ${t.stderr}`);
-    const cat = await lxcOk(["exec", container, "--", "cat", "/etc/lxhub-marker"]);
-    assert.equal(cat.stdout.trim(), v2.marker);
+    it("lxc image export returns exactly the pushed bytes", async () => {
+      const out = join(work, "export");
+      await mkdir(out);
+      await lxcOk(["image", "export", `${remote}:${ALIAS}`, out]);
+      const exported = await Promise.all((await readdir(out)).sort().map((f) => readFile(join(out, f))));
+      assert.equal(exported.length, 2, "metadata and rootfs files");
+      const meta = await readFile(v2.files["lxd.tar.xz"] ?? "");
+      const root = await readFile(v2.files["rootfs.squashfs"] ?? "");
+      assert.ok(
+        exported.some((b) => b.equals(meta)),
+        "exported metadata tarball equals lxd.tar.xz of v2",
+      );
+      assert.ok(
+        exported.some((b) => b.equals(root)),
+        "exported rootfs equals rootfs.squashfs of v2",
+      );
+    });
+
+    it("the daemon copies the image into its local store", async () => {
+      cleanup.image(fp2);
+      await lxcOk(["image", "copy", `${remote}:${ALIAS}`, "local:", "--alias", localAlias], {
+        timeoutMs: 300_000,
+      });
+      assert.equal(await imageInfoFingerprint(localAlias), fp2);
+    });
+
+    it("the daemon launches a container that runs version 2", async () => {
+      cleanup.container(container);
+      await lxcOk(["launch", `${remote}:${ALIAS}`, container], { timeoutMs: 300_000 });
+      const t = await lxc(["exec", container, "--", "true"]);
+      assert.equal(t.code, 0, `lxc exec true: ${t.stderr}`);
+      const cat = await lxcOk(["exec", container, "--", "cat", "/etc/lxhub-marker"]);
+      assert.equal(cat.stdout.trim(), v2.marker);
+    });
+
+    it("lxhub pull verifies the chain and unpacks version 2's rootfs", async () => {
+      const { env } = await pullEnv(work);
+      const add = await lxhubCli(
+        ["remote", "add", "hub", server.httpsUrl, "--trust-on-first-use", "--ca", server.certFile],
+        { env },
+      );
+      assert.equal(add.code, 0, add.stderr);
+      const dest = join(work, "pulled");
+      const r = await lxhubCli(["pull", "hub", ALIAS, dest], { env });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(fp2));
+      assert.equal((await readFile(join(dest, "etc/lxhub-marker"), "utf8")).trim(), v2.marker);
+    });
   });
-});
+}
