@@ -122,9 +122,9 @@ describe("S3BlobStore on radosgw", () => {
         pieces.push(piece);
         offset = (await store.append(up.id, offset, Readable.from([piece]))).offset;
       };
-      for (let i = 0; i < 5; i++) await push(randomBytes(1));
+      for (let i = 0; i < 70; i++) await push(randomBytes(1)); // past the segment limit: merged
       // 100 KiB at a time, sometimes as many little chunks in one call
-      while (offset < 11 * MiB) await push(randomBytes(100 * 1024));
+      while (offset < 6 * MiB) await push(randomBytes(100 * 1024));
       const many = Array.from({ length: 50 }, () => randomBytes(1));
       pieces.push(...many);
       offset = (await store.append(up.id, offset, Readable.from(many))).offset;
@@ -198,7 +198,7 @@ describe("S3BlobStore on radosgw", () => {
     }
   });
 
-  it("a gateway restart during a put: the put fails cleanly or succeeds, nothing is half-visible", async () => {
+  it("a gateway restart during a put: the put fails cleanly or succeeds, nothing is half-visible", async (t) => {
     const store = await makeStore(rgw, { partSize: 5 * MiB });
     try {
       const data = randomBytes(30 * MiB);
@@ -210,6 +210,7 @@ describe("S3BlobStore on radosgw", () => {
       await sleep(150);
       await rgw.restartGateway();
       const result = await putting;
+      t.diagnostic(result.ok ? "the put succeeded" : `the put failed: ${String(result.err)}`);
       const listed = await all(store.list());
       if (result.ok) {
         assert.deepEqual(result.info, { digest: sha256(data), size: data.length });
@@ -227,17 +228,20 @@ describe("S3BlobStore on radosgw", () => {
     }
   });
 
-  it("a gateway restart during an append leaves the session at a consistent offset", async () => {
+  it("a gateway restart during an append leaves the session at a consistent offset", async (t) => {
     const store = await makeStore(rgw, { partSize: 5 * MiB });
     try {
       const data = randomBytes(24 * MiB);
       const up = await store.createUpload();
       await store.append(up.id, 0, Readable.from([data.subarray(0, 2 * MiB)]));
       const chunks = Array.from({ length: 20 }, (_, i) => data.subarray((2 + i) * MiB, (3 + i) * MiB));
-      const appending = store.append(up.id, 2 * MiB, pacedSource(chunks, null, true)).catch(() => null);
+      const appending = store.append(up.id, 2 * MiB, pacedSource(chunks, null, true)).then(
+        () => "the append succeeded",
+        (err: unknown) => `the append failed: ${String(err)}`,
+      );
       await sleep(150);
       await rgw.restartGateway();
-      await appending;
+      t.diagnostic(await appending);
       const offset = (await store.uploadState(up.id))?.offset;
       assert.ok(offset === 2 * MiB || offset === 22 * MiB, `offset ${offset}`);
       await store.append(up.id, offset, Readable.from([data.subarray(offset)]));
