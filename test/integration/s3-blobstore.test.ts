@@ -4,7 +4,7 @@
  * gateway that goes away.
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes, type Hash } from "node:crypto";
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
@@ -137,6 +137,52 @@ describe("S3BlobStore on radosgw", () => {
       assert.ok((await collect(await store.read(sha256(data)))).equals(data));
       const mid = await collect(await store.read(sha256(data), { start: 5 * MiB - 3, end: 5 * MiB + 3 }));
       assert.ok(mid.equals(data.subarray(5 * MiB - 3, 5 * MiB + 4)));
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("puts and appends 200 MiB streams without holding them in memory", async (t) => {
+    const store = await makeStore(rgw);
+    try {
+      const blocks = 200;
+      const stream = (hash: Hash): Readable => {
+        let i = 0;
+        return new Readable({
+          read() {
+            peak = Math.max(peak, process.memoryUsage.rss());
+            if (i === blocks) return void this.push(null);
+            const b = Buffer.allocUnsafe(MiB).fill(i & 0xff);
+            b.writeUInt32BE(i++, 0);
+            hash.update(b);
+            this.push(b);
+          },
+        });
+      };
+      const baseline = process.memoryUsage.rss();
+      let peak = baseline;
+      const putHash = createHash("sha256");
+      const started = Date.now();
+      const info = await store.put(stream(putHash));
+      const putMs = Date.now() - started;
+      assert.deepEqual(info, { digest: `sha256:${putHash.digest("hex")}`, size: blocks * MiB });
+      const appendHash = createHash("sha256");
+      const up = await store.createUpload();
+      const appendStarted = Date.now();
+      await store.append(up.id, 0, stream(appendHash));
+      const appendMs = Date.now() - appendStarted;
+      await store.cancelUpload(up.id);
+      peak = Math.max(peak, process.memoryUsage.rss());
+      const growth = peak - baseline;
+      t.diagnostic(
+        `RSS +${(growth / MiB).toFixed(1)} MiB; put ${((blocks / putMs) * 1000).toFixed(0)} MiB/s, ` +
+          `append ${((blocks / appendMs) * 1000).toFixed(0)} MiB/s`,
+      );
+      assert.ok(
+        growth < 96 * MiB,
+        `RSS grew by ${(growth / MiB).toFixed(1)} MiB while storing 200 MiB twice`,
+      );
+      assert.equal(await store.delete(info.digest), true);
     } finally {
       await store.close();
     }
