@@ -178,8 +178,10 @@ describe("S3BlobStore on radosgw", () => {
         `RSS +${(growth / MiB).toFixed(1)} MiB; put ${((blocks / putMs) * 1000).toFixed(0)} MiB/s, ` +
           `append ${((blocks / appendMs) * 1000).toFixed(0)} MiB/s`,
       );
+      // Parts of 8 MiB, two in flight, plus garbage not yet collected: measured +70-99 MiB for
+      // 200 and 600 MiB puts alike, so the bound is below the size of one stream, not near zero.
       assert.ok(
-        growth < 96 * MiB,
+        growth < 128 * MiB,
         `RSS grew by ${(growth / MiB).toFixed(1)} MiB while storing 200 MiB twice`,
       );
       assert.equal(await store.delete(info.digest), true);
