@@ -8,14 +8,24 @@ import path from "node:path";
  *   catalog.sqlite                      SQLite catalog (default catalog backend)
  *   blobs/sha256/<aa>/<64 hex>          committed blobs, content-addressed, immutable (mode 0444)
  *   uploads/<id>                        bytes of open upload sessions (two-phase: never read as blobs)
- *   tmp/                                scratch for whole-stream puts; emptied on start
+ *   tmp/<host>-<pid>-<random>/          one process's scratch for whole-stream puts; removed when
+ *                                       that process is gone (or untouched for a day)
  *   keys/signing/<kid>.jwk              Ed25519 private keys of the index signer (mode 0600)
  *   keys/token-secret                   HMAC secret for API tokens (mode 0600)
  *   tls/server.crt, tls/server.key      self-signed certificate made on first start (unless given)
  * ```
  *
- * Object-store backends use the same keys below their bucket prefix: `blobs/sha256/<aa>/<hex>`
- * and `uploads/<id>`.
+ * Object stores (storage/blobs/s3.ts) use the same tree below a key prefix in a bucket, with an
+ * upload session spread over several objects so that any replica can continue it:
+ *
+ * ```
+ * <prefix>blobs/sha256/<aa>/<64 hex>    committed blobs (server-side copies of verified bytes)
+ * <prefix>uploads/<id>/state.json       session state: offset, multipart UploadId and its parts,
+ *                                       tail segments, saved sha256 state (the commit point)
+ * <prefix>uploads/<id>/tail-<n>         bytes past the last full part (each < part size)
+ * <prefix>uploads/<id>/data             the multipart upload's key (whole only during commit)
+ * <prefix>tmp/put-<random>              a whole-stream put, before its digest is known
+ * ```
  */
 export type StorageKey =
   | { kind: "catalog" }

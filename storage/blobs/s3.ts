@@ -43,6 +43,8 @@ const MIN_PART = 5 * MiB;
 /** S3's ceiling for a single CopyObject (and for one part). */
 const MAX_SINGLE_COPY = 5 * 1024 * MiB;
 const MAX_PARTS = 10_000;
+/** Tail segments a session may collect before an append merges them into one. */
+const MAX_TAILS = 64;
 const HEX_RE = /^[0-9a-f]{64}$/;
 
 export interface S3BlobStoreOptions {
@@ -82,8 +84,13 @@ const SessionSchema = z.object({
       size: z.number().int().positive(),
     }),
   ),
-  /** Bytes past the last full part, in `uploads/<id>/tail-<n>` (< partSize). */
-  tail: z.object({ n: z.number().int().positive(), size: z.number().int().positive() }).nullable(),
+  /**
+   * Bytes past the last full part, in order, in `uploads/<id>/tail-<n>` objects (together
+   * < partSize). Small appends add a segment each instead of rewriting one growing tail.
+   */
+  tails: z.array(z.object({ n: z.number().int().positive(), size: z.number().int().positive() })),
+  /** The highest tail number used so far (names are never reused). */
+  tailSeq: z.number().int().nonnegative(),
   /** hash-wasm sha256 state (`save()`), base64, covering all `offset` bytes. */
   hash: z.string(),
   updatedAt: z.string(),
@@ -98,14 +105,16 @@ type Session = z.infer<typeof SessionSchema>;
  *   copied server-side to `blobs/sha256/<aa>/<hex>`, unless that key already exists. Copies are
  *   atomic in S3, so a content address never shows partial bytes. The temp key is always deleted.
  * - Upload sessions are objects, so any replica can continue one: `uploads/<id>/state.json` holds
- *   the offset, the multipart upload with its full parts, the name of the tail object holding the
- *   bytes past the last full part, and the serialized sha256 state (hash-wasm). An append reads
- *   the old tail, sends every full part with UploadPart, writes the remainder as a new tail, then
- *   replaces state.json (the commit point) and deletes the old tail. Parts sent by an append that
- *   did not reach its commit point are unreferenced and later overwritten or discarded.
- * - commitUpload checks the saved hash state, sends the tail as the last part (UploadPartCopy,
- *   no bytes through this process), completes the multipart upload at `uploads/<id>/data` and
- *   copies that to the content address.
+ *   the offset, the multipart upload with its full parts, the tail segments holding the bytes
+ *   past the last full part (`tail-<n>` objects, < partSize together), and the serialized sha256
+ *   state (hash-wasm). An append writes its bytes as a new tail segment; once the segments and the
+ *   new bytes reach a part, it reads the segments back and sends full parts with UploadPart. Then
+ *   it replaces state.json (the commit point) and deletes the segments no longer referenced.
+ *   Parts or segments written by an append that did not reach its commit point are unreferenced
+ *   and later overwritten, discarded at completion, or deleted.
+ * - commitUpload checks the saved hash state, sends the tail as the last part (one segment with
+ *   UploadPartCopy, no bytes through this process; several read back and sent), completes the
+ *   multipart upload at `uploads/<id>/data` and copies that to the content address.
  * - Appends and commits of one session are serialized in this process; across replicas the
  *   caller's catalog lock does it. A cancel racing an append on another replica is caught just
  *   before the append's commit point (the state object is gone), not atomically.
@@ -270,7 +279,8 @@ export class S3BlobStore implements BlobStore {
       offset: 0,
       uploadId: null,
       parts: [],
-      tail: null,
+      tails: [],
+      tailSeq: 0,
       hash: Buffer.from(hasher.save()).toString("base64"),
       updatedAt: new Date().toISOString(),
     };
@@ -306,12 +316,16 @@ export class S3BlobStore implements BlobStore {
       const parts = [...old.parts];
       let pending: Buffer[] = [];
       let pendingBytes = 0;
-      if (old.tail !== null) {
-        const tail = await this.getBytes(this.key({ kind: "uploadTail", id, n: old.tail.n }));
-        if (tail === null || tail.length !== old.tail.size) throw new Error(`upload ${id}: tail object lost`);
-        pending.push(tail);
-        pendingBytes = tail.length;
-      }
+      /** The old tail segments not yet read back (they stay as they are unless a part needs them). */
+      let oldTails = old.tails;
+      const oldTailBytes = old.tails.reduce((n, t) => n + t.size, 0);
+      const takeOldTails = async (): Promise<void> => {
+        if (oldTails.length === 0) return;
+        const bytes = await this.readTails(id, oldTails);
+        pending.unshift(bytes);
+        pendingBytes += bytes.length;
+        oldTails = [];
+      };
       const sendPart = async (bytes: Buffer): Promise<void> => {
         if (uploadId === null) {
           const created = await this.client.send(
@@ -340,7 +354,7 @@ export class S3BlobStore implements BlobStore {
 
       let received = 0;
       let sourceFailure: { err: unknown } | null = null;
-      let newTail: Session["tail"] = null;
+      let newTail: { n: number; size: number } | null = null;
       try {
         try {
           // destroyOnReturn: false — on TooLargeError the caller still owns the (unread) rest.
@@ -351,6 +365,7 @@ export class S3BlobStore implements BlobStore {
             hasher.update(buf);
             pending.push(buf);
             pendingBytes += buf.length;
+            if (oldTails.length > 0 && oldTailBytes + pendingBytes >= this.partSize) await takeOldTails();
             while (pendingBytes >= this.partSize) {
               const all = Buffer.concat(pending, pendingBytes);
               pending = [all.subarray(this.partSize)];
@@ -366,8 +381,11 @@ export class S3BlobStore implements BlobStore {
           if (sourceFailure !== null) throw sourceFailure.err;
           return publicState(id, old);
         }
+        // Too many small segments: merge them with the new bytes into one.
+        if (oldTails.length >= MAX_TAILS) await takeOldTails();
+        let tailSeq = old.tailSeq;
         if (pendingBytes > 0) {
-          newTail = { n: (old.tail?.n ?? 0) + 1, size: pendingBytes };
+          newTail = { n: ++tailSeq, size: pendingBytes };
           const bytes = Buffer.concat(pending, pendingBytes);
           await this.client.send(
             new PutObjectCommand({
@@ -384,15 +402,21 @@ export class S3BlobStore implements BlobStore {
           offset: old.offset + received,
           uploadId,
           parts,
-          tail: newTail,
+          tails: newTail === null ? oldTails : [...oldTails, newTail],
+          tailSeq,
           hash: Buffer.from(hasher.save()).toString("base64"),
           updatedAt: new Date().toISOString(),
         };
         // Cancelled (on any replica) while this append ran: do not bring the session back.
-        if ((await this.head(this.key({ kind: "uploadState", id }))) === null)
+        if ((await this.head(this.key({ kind: "uploadState", id }))) === null) {
           throw new UploadNotFoundError(id);
+        }
         await this.writeSession(id, next);
-        if (old.tail !== null) await this.deleteQuietly(this.key({ kind: "uploadTail", id, n: old.tail.n }));
+        // Segments read back into parts or the merged tail are no longer referenced.
+        const kept = new Set(next.tails.map((t) => t.n));
+        for (const t of old.tails) {
+          if (!kept.has(t.n)) await this.deleteQuietly(this.key({ kind: "uploadTail", id, n: t.n }));
+        }
         if (sourceFailure !== null) throw sourceFailure.err;
         return publicState(id, next);
       } catch (err) {
@@ -421,31 +445,45 @@ export class S3BlobStore implements BlobStore {
       const dest = this.blobKey(actual);
       const existing = await this.head(dest);
       if (existing === null) {
-        const tailKey = session.tail && this.key({ kind: "uploadTail", id, n: session.tail.n });
+        const only = session.tails.length === 1 ? session.tails[0] : undefined;
+        const onlyKey = only && this.key({ kind: "uploadTail", id, n: only.n });
         if (session.uploadId === null) {
-          // Smaller than one part: the tail (if any) is the whole blob.
-          if (tailKey) await this.copy(tailKey, dest, session.offset);
-          else
-            await this.client.send(
-              new PutObjectCommand({ Bucket: this.bucket, Key: dest, Body: Buffer.alloc(0) }),
-            );
+          // Smaller than one part: the tail segments are the whole blob.
+          if (onlyKey) await this.copy(onlyKey, dest, session.offset);
+          else await this.putSmall(dest, await this.readTails(id, session.tails));
         } else {
           const dataKey = this.key({ kind: "uploadData", id });
           const parts: CompletedPart[] = session.parts.map(({ PartNumber, ETag }) => ({ PartNumber, ETag }));
-          if (tailKey) {
-            const PartNumber = parts.length + 1;
+          const PartNumber = parts.length + 1;
+          if (onlyKey) {
+            // One segment: the last part is copied inside the store, no bytes pass through here.
             const copied = await this.client.send(
               new UploadPartCopyCommand({
                 Bucket: this.bucket,
                 Key: dataKey,
                 UploadId: session.uploadId,
                 PartNumber,
-                CopySource: this.copySource(tailKey),
+                CopySource: this.copySource(onlyKey),
               }),
             );
             const ETag = copied.CopyPartResult?.ETag;
             if (!ETag) throw new Error("S3 UploadPartCopy returned no ETag");
             parts.push({ PartNumber, ETag });
+          } else if (session.tails.length > 1) {
+            const bytes = await this.readTails(id, session.tails);
+            const sent = await this.client.send(
+              new UploadPartCommand({
+                Bucket: this.bucket,
+                Key: dataKey,
+                UploadId: session.uploadId,
+                PartNumber,
+                Body: bytes,
+                ContentLength: bytes.length,
+                ContentMD5: md5(bytes),
+              }),
+            );
+            if (!sent.ETag) throw new Error("S3 UploadPart returned no ETag");
+            parts.push({ PartNumber, ETag: sent.ETag });
           }
           try {
             await this.client.send(
@@ -580,6 +618,30 @@ export class S3BlobStore implements BlobStore {
         ContentLength: body.length,
         ContentType: "application/json",
         ContentMD5: md5(body),
+      }),
+    );
+  }
+
+  /** The tail segments' bytes, concatenated (less than one part). */
+  private async readTails(id: string, tails: readonly { n: number; size: number }[]): Promise<Buffer> {
+    const out: Buffer[] = [];
+    for (const t of tails) {
+      const bytes = await this.getBytes(this.key({ kind: "uploadTail", id, n: t.n }));
+      if (bytes === null || bytes.length !== t.size)
+        throw new Error(`upload ${id}: tail segment ${t.n} lost`);
+      out.push(bytes);
+    }
+    return Buffer.concat(out);
+  }
+
+  private async putSmall(key: string, bytes: Buffer): Promise<void> {
+    await this.client.send(
+      new PutObjectCommand({
+        Bucket: this.bucket,
+        Key: key,
+        Body: bytes,
+        ContentLength: bytes.length,
+        ContentMD5: md5(bytes),
       }),
     );
   }
