@@ -1,5 +1,6 @@
 /**
- * The server's signing keys: Ed25519, kept as private JWKs, one file per key.
+ * The server's signing keys: Ed25519, kept as private JWKs, one file per key (or one row of
+ * the catalog's secrets per key when replicas share a PostgreSQL catalog: a `KeyStore`).
  *
  * Layout of the key folder (created with mode 0700 when missing; `open` takes away any wider
  * permission from the folder and its key files):
@@ -13,7 +14,7 @@
  * signed keep verifying until an operator retires them. Files not ending in `.jwk` (including
  * our `.…tmp` files left by a crash) are ignored.
  *
- * Several processes may share one folder (replicas); the keyring is read once at `open`, so a
+ * Several processes may share one store (replicas); the keyring is read once at `open`, so a
  * process sees a rotation done by another only after reopening.
  */
 import { randomBytes } from "node:crypto";
