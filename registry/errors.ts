@@ -99,6 +99,11 @@ export const ERROR_CATALOG = {
     description:
       "a per-token limit (open upload sessions, bytes in open sessions) is reached; the message names it",
   },
+  STORAGE_UNAVAILABLE: {
+    status: 503,
+    description:
+      "the catalog or the blob store does not answer right now (restarting, unreachable); nothing was changed; retry shortly",
+  },
   INSUFFICIENT_STORAGE: { status: 507, description: "the server's storage is full; nothing was kept" },
   REQUEST_TIMEOUT: {
     status: 408,

@@ -9,7 +9,7 @@ export const blobRoutes: readonly Route[] = [
     auth: "none",
     body: "none",
     answers: [200, 404],
-    errors: [],
+    errors: ["STORAGE_UNAVAILABLE"],
     headers: ["content-length", "docker-content-digest"],
     async handle({ res, params, deps }) {
       const info = await deps.blobs.stat(params.digest);

@@ -81,7 +81,7 @@ export const productRoutes: readonly Route[] = [
     auth: "none",
     body: "none",
     answers: [200],
-    errors: [],
+    errors: ["STORAGE_UNAVAILABLE"],
     headers: [],
     async handle({ res, deps }) {
       res.json({ products: (await deps.products.list()).map(productJson) });
@@ -94,7 +94,7 @@ export const productRoutes: readonly Route[] = [
     auth: "none",
     body: "none",
     answers: [200],
-    errors: ["NOT_FOUND"],
+    errors: ["NOT_FOUND", "STORAGE_UNAVAILABLE"],
     headers: [],
     async handle({ res, params, deps }) {
       const p = await deps.products.get(productKey(params));
@@ -108,7 +108,7 @@ export const productRoutes: readonly Route[] = [
     auth: "none",
     body: "none",
     answers: [200],
-    errors: ["NOT_FOUND"],
+    errors: ["NOT_FOUND", "STORAGE_UNAVAILABLE"],
     headers: [],
     async handle({ res, params, deps }) {
       res.json(versionJson(await deps.products.version(productKey(params), params.version)));

@@ -25,7 +25,7 @@ const file = (path: string, operationId: string): Route => ({
   auth: "none",
   body: "none",
   answers: [200, 206, 302, 304, 416], // 302 only with --blobs-redirect on an S3 store
-  errors: ["NOT_FOUND", "INTERNAL"],
+  errors: ["NOT_FOUND", "STORAGE_UNAVAILABLE", "INTERNAL"],
   headers: ["etag", "accept-ranges", "content-range", "cache-control"],
 });
 

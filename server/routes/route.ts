@@ -187,6 +187,8 @@ export function routeErrors(route: Route): ErrorCode[] {
   if (route.auth === "upload-owner") codes.add("UPLOAD_NOT_FOUND");
   // A body that stalls or takes too long is cut (server/request-body.ts).
   if (route.body !== "none") codes.add("REQUEST_TIMEOUT");
+  // Every token is checked against the catalog, which may not answer (server/errors.ts).
+  if (route.auth !== "none") codes.add("STORAGE_UNAVAILABLE");
   // A write to the catalog or the blob store may find the disk full (server/errors.ts).
   if (route.auth !== "none" && route.method !== "GET" && route.method !== "HEAD")
     codes.add("INSUFFICIENT_STORAGE");

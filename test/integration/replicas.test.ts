@@ -194,11 +194,15 @@ describe("replicas on one PostgreSQL and one S3 bucket", { timeout: 15 * 60_000 
 
   it("a replica killed in the middle of a publish leaves no half version; the retry on the other replica publishes it", async (t) => {
     // Aim the kills across the time a publish takes here (measured first on A).
+    // On a freshly started replica, as each kill below leaves it.
+    await a.stop();
+    a = await replica(a.dataDir);
     const probe = await push(a.httpUrl, "9");
     assert.equal(probe.status, 201);
     const tPublish = Math.max(10, probe.ms);
     t.diagnostic(`a publishing PUT took ${probe.ms} ms`);
-    for (const delay of [0, 0.5, 0.7, 0.8, 0.9, 1, 1.2].map((f) => Math.round(f * tPublish))) {
+    const outcomes = new Set<string>();
+    for (const delay of [0, 0.5, 0.8, 1, 1.3, 1.7, 2.5, 4].map((f) => Math.round(f * tPublish))) {
       const i = n++;
       const release = "9";
       const product = { os: "tiny", release, arch: "amd64", variant: "default" };
@@ -234,6 +238,7 @@ describe("replicas on one PostgreSQL and one S3 bucket", { timeout: 15 * 60_000 
       }
       // The client retries through the other replica: created now, or already there.
       const retry = await api(b.httpUrl, "PUT", versionPath(product, version), { token, body });
+      outcomes.add(listed ? "published before the kill" : "cut before the commit");
       t.diagnostic(
         `killed after ${delay} ms: first answer ${first instanceof Error ? "cut" : first.status}, listed ${listed}, retry ${retry.status}`,
       );
@@ -248,6 +253,8 @@ describe("replicas on one PostgreSQL and one S3 bucket", { timeout: 15 * 60_000 
       ]);
       assert.equal(sha(ia.body), sha(ib.body));
     }
+    // Both sides of the commit were hit (the kills were spread over the publish).
+    assert.equal(outcomes.size, 2, [...outcomes].join(", "));
   });
 
   it("the object store restarting during pushes and downloads: each request succeeds or fails cleanly, nothing half-visible", async (t) => {
