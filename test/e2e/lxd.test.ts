@@ -36,20 +36,24 @@ const ALIAS = "busybox/1.36";
 /** How the server under test keeps its records and bytes, and how a token is made for it. */
 interface Storage {
   label: string;
+  /** Image files are answered with 302s to the object store (--blobs-redirect). */
+  redirects?: boolean;
   start(): Promise<{ options: StartServerOptions; tokenArgs: string[]; env: NodeJS.ProcessEnv }>;
 }
 
 const STORAGES: Storage[] = [
   { label: "SQLite + data folder", start: async () => ({ options: {}, tokenArgs: [], env: {} }) },
   {
-    label: "PostgreSQL + S3 (radosgw)",
+    label: "PostgreSQL + S3 (radosgw), files redirected to presigned URLs",
+    redirects: true,
     start: async () => {
       const [rgw, db] = await Promise.all([ensureRgw(), createDatabase("e2e")]);
       const bucket = await createTestBucket(rgw, "e2e");
       const blobs = `s3://${bucket}/images?endpoint=${encodeURIComponent(rgw.endpoint)}&region=${rgw.region}&forcePathStyle=true`;
       const env = { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey };
       const args = ["--db", db, "--blobs", blobs];
-      return { options: { extraArgs: args, env }, tokenArgs: args, env };
+      // Image files are answered with a 302 to the object store: LXD and lxhub pull follow it.
+      return { options: { extraArgs: [...args, "--blobs-redirect", "600"], env }, tokenArgs: args, env };
     },
   },
 ];
@@ -192,6 +196,13 @@ function endToEnd(storage: Storage): void {
     it("the daemon launches a container that runs version 2", async () => {
       cleanup.container(container);
       await lxcOk(["launch", `${remote}:${ALIAS}`, container], { timeoutMs: 300_000 });
+      if (storage.redirects) {
+        // The daemon really fetched the image files through the redirect.
+        const redirected = server.logs.filter(
+          (l) => l.includes('"status":302') && l.includes("/images/busybox/") && /"ua":"LXD/.test(l),
+        );
+        assert.ok(redirected.length > 0, "LXD was sent to the object store for the image files");
+      }
       const t = await lxc(["exec", container, "--", "true"]);
       assert.equal(t.code, 0, `lxc exec true: ${t.stderr}`);
       const cat = await lxcOk(["exec", container, "--", "cat", "/etc/lxhub-marker"]);

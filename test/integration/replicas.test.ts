@@ -322,6 +322,38 @@ describe("replicas on one PostgreSQL and one S3 bucket", { timeout: 15 * 60_000 
     for (const s of [a, b]) assert.equal((await push(s.httpUrl, "7")).status, 201);
   });
 
+  it("with --blobs-redirect, image files are a 302 to a presigned object-store URL; documents are served directly", async () => {
+    const c = await startServer({
+      keepData: false,
+      extraArgs: ["--db", db, "--blobs", blobsUrl, "--blobs-redirect", "60"],
+      env,
+    });
+    try {
+      const images = JSON.parse((await get(c.httpUrl, "/streams/v1/images.json")).body.toString()) as {
+        products: Record<
+          string,
+          { versions: Record<string, { items: Record<string, { path: string; sha256: string }> }> }
+        >;
+      };
+      const item = Object.values(Object.values(Object.values(images.products)[0]!.versions)[0]!.items)[0]!;
+      const res = await fetch(`${c.httpUrl}/${item.path}`, { redirect: "manual" });
+      assert.equal(res.status, 302);
+      const location = res.headers.get("location") ?? "";
+      assert.ok(location.startsWith(rgw.endpoint), location);
+      assert.match(location, /X-Amz-Expires=60/);
+      const bytes = Buffer.from(await (await fetch(location)).arrayBuffer());
+      assert.equal(sha(bytes), item.sha256);
+      // Ranges are the object store's business once redirected.
+      const part = await fetch(location, { headers: { range: "bytes=0-9" } });
+      assert.equal(part.status, 206);
+      assert.equal((await part.arrayBuffer()).byteLength, 10);
+      const doc = await fetch(`${c.httpUrl}/streams/v1/index.json`, { redirect: "manual" });
+      assert.equal(doc.status, 200);
+    } finally {
+      await c.stop();
+    }
+  });
+
   it("/readyz fails while the object store is down; the documents are still served", async () => {
     await rgw.stopGateway();
     try {
