@@ -10,6 +10,7 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -130,6 +131,9 @@ export class S3BlobStore implements BlobStore {
   private readonly listPageSize: number;
   private readonly maxSingleCopyBytes: number;
   private readonly queues = new Map<string, Promise<void>>();
+  /** Retries of failed cleanups (see abortUploadsAt), cancelled by close(). */
+  private readonly cleanups = new Set<NodeJS.Timeout>();
+  private closed = false;
 
   constructor(opts: S3BlobStoreOptions) {
     const checked = checkS3Options(opts);
@@ -157,7 +161,11 @@ export class S3BlobStore implements BlobStore {
     await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
   }
 
+  /** Stops background cleanups too (their leftovers are then the lifecycle rule's). */
   async close(): Promise<void> {
+    this.closed = true;
+    for (const timer of this.cleanups) clearTimeout(timer);
+    this.cleanups.clear();
     this.client.destroy();
   }
 
@@ -227,6 +235,9 @@ export class S3BlobStore implements BlobStore {
       try {
         await upload.done();
       } catch (err) {
+        // lib-storage aborts its multipart upload on failure, but that abort can itself fail
+        // (a gateway restarting) and then hides the first error: look for leftovers once more.
+        await this.abortUploadsAt(tmp);
         // The source's own error is the one to report (the SDK may wrap or replace it).
         throw sourceError !== null ? (sourceError as { err: unknown }).err : err;
       }
@@ -533,10 +544,17 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  /** Abort the multipart upload, delete the state object (the session is gone), then its other objects. */
+  /** Abort the multipart uploads, delete the state object (the session is gone), then its other objects. */
   private async removeSession(id: string, session: Session | null): Promise<void> {
-    if (session?.uploadId)
-      await this.abortQuietly(this.key({ kind: "uploadData", id }), session.uploadId, true);
+    const dataKey = this.key({ kind: "uploadData", id });
+    if (session?.uploadId) await this.abortQuietly(dataKey, session.uploadId, true);
+    // Also multipart uploads of appends that failed and could not abort theirs.
+    const stray = await this.client.send(
+      new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: dataKey }),
+    );
+    for (const u of stray.Uploads ?? []) {
+      if (u.Key === dataKey && u.UploadId) await this.abortQuietly(dataKey, u.UploadId, true);
+    }
     const stateKey = this.key({ kind: "uploadState", id });
     await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: stateKey }));
     for await (const obj of this.listKeys(`${this.key({ kind: "upload", id })}/`)) {
@@ -697,6 +715,37 @@ export class S3BlobStore implements BlobStore {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
     } catch {
       // see the class comment: a lifecycle rule reclaims it
+    }
+  }
+
+  /**
+   * Abort every unfinished multipart upload of `key`. When the store cannot be reached (the very
+   * failure that ended the put, often) it is tried again in the background for about a minute;
+   * after that a lifecycle rule reclaims it (see the class comment).
+   */
+  private async abortUploadsAt(key: string, attempt = 0): Promise<void> {
+    try {
+      const found = await this.client.send(
+        new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key }),
+      );
+      for (const u of found.Uploads ?? []) {
+        if (u.Key === key && u.UploadId) {
+          await this.client.send(
+            new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: u.UploadId }),
+          );
+        }
+      }
+    } catch {
+      if (this.closed || attempt >= 6) return;
+      const timer = setTimeout(
+        () => {
+          this.cleanups.delete(timer);
+          void this.abortUploadsAt(key, attempt + 1);
+        },
+        1000 * 2 ** attempt,
+      );
+      timer.unref();
+      this.cleanups.add(timer);
     }
   }
 

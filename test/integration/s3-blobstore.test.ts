@@ -271,6 +271,12 @@ describe("S3BlobStore on radosgw", () => {
       // Whatever happened, no blob other than the whole one and no temp object remains.
       const left = (await keys(rgw, store.bucket)).filter((k) => !k.startsWith("lxhub/blobs/"));
       assert.deepEqual(left, []);
+      // A multipart upload the failed put could not abort while the gateway was down is aborted
+      // in the background once it is back (not visible as an object in the meantime).
+      for (let i = 0; (await multipartUploads(rgw, store.bucket)) > 0; i++) {
+        assert.ok(i < 300, "the failed put's multipart upload was never aborted");
+        await sleep(100);
+      }
     } finally {
       await store.close();
     }
@@ -298,6 +304,10 @@ describe("S3BlobStore on radosgw", () => {
         size: data.length,
       });
       assert.ok((await collect(await store.read(sha256(data)))).equals(data));
+      // A multipart upload the failed append could not abort went with the session.
+      assert.equal(await multipartUploads(rgw, store.bucket), 0);
+      const left = (await keys(rgw, store.bucket)).filter((k) => !k.startsWith("lxhub/blobs/"));
+      assert.deepEqual(left, []);
     } finally {
       await store.close();
     }
