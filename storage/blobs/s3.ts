@@ -119,9 +119,10 @@ type Session = z.infer<typeof SessionSchema>;
  * - Appends and commits of one session are serialized in this process; across replicas the
  *   caller's catalog lock does it. A cancel racing an append on another replica is caught just
  *   before the append's commit point (the state object is gone), not atomically.
- * - Abandoned multipart uploads (a process killed mid-append) are not listed by this store; a
- *   bucket lifecycle rule `AbortIncompleteMultipartUpload` reclaims them, and one that expires
- *   `tmp/` after a day removes temp objects whose delete failed.
+ * - Leftovers: a failed put retries aborting its multipart upload in the background for about a
+ *   minute; removing a session aborts every multipart upload at its data key. What a killed
+ *   process leaves (an unfinished multipart upload, a `tmp/` object) is for a bucket lifecycle
+ *   rule (`AbortIncompleteMultipartUpload`, expiry of `tmp/`); it is never visible as a blob.
  */
 export class S3BlobStore implements BlobStore {
   readonly bucket: string;
