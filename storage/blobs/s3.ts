@@ -366,6 +366,7 @@ export class S3BlobStore implements BlobStore {
 
       let received = 0;
       let sourceFailure: { err: unknown } | null = null;
+      let storeFailed = false;
       let newTail: { n: number; size: number } | null = null;
       try {
         try {
@@ -377,16 +378,22 @@ export class S3BlobStore implements BlobStore {
             hasher.update(buf);
             pending.push(buf);
             pendingBytes += buf.length;
-            if (oldTails.length > 0 && oldTailBytes + pendingBytes >= this.partSize) await takeOldTails();
-            while (pendingBytes >= this.partSize) {
-              const all = Buffer.concat(pending, pendingBytes);
-              pending = [all.subarray(this.partSize)];
-              pendingBytes -= this.partSize;
-              await sendPart(all.subarray(0, this.partSize));
+            try {
+              if (oldTails.length > 0 && oldTailBytes + pendingBytes >= this.partSize) await takeOldTails();
+              while (pendingBytes >= this.partSize) {
+                const all = Buffer.concat(pending, pendingBytes);
+                pending = [all.subarray(this.partSize)];
+                pendingBytes -= this.partSize;
+                await sendPart(all.subarray(0, this.partSize));
+              }
+            } catch (err) {
+              storeFailed = true;
+              throw err;
             }
           }
         } catch (err) {
-          if (err instanceof TooLargeError || !isSourceError(err, source)) throw err;
+          // Only a failing source keeps what arrived; a failed part or limit undoes the call.
+          if (storeFailed || err instanceof TooLargeError || !isSourceError(err, source)) throw err;
           sourceFailure = { err }; // keep what arrived, then rethrow
         }
         if (received === 0) {
@@ -419,6 +426,10 @@ export class S3BlobStore implements BlobStore {
           hash: Buffer.from(hasher.save()).toString("base64"),
           updatedAt: new Date().toISOString(),
         };
+        const stored =
+          next.parts.reduce((n, p) => n + p.size, 0) + next.tails.reduce((n, t) => n + t.size, 0);
+        if (stored !== next.offset)
+          throw new Error(`upload ${id}: ${stored} bytes stored for offset ${next.offset}`);
         // Cancelled (on any replica) while this append ran: do not bring the session back.
         if ((await this.head(this.key({ kind: "uploadState", id }))) === null) {
           throw new UploadNotFoundError(id);
