@@ -657,8 +657,12 @@ export class S3BlobStore implements BlobStore {
     const out: Buffer[] = [];
     for (const t of tails) {
       const bytes = await this.getBytes(this.key({ kind: "uploadTail", id, n: t.n }));
-      if (bytes === null || bytes.length !== t.size)
+      if (bytes === null && (await this.head(this.key({ kind: "uploadState", id }))) === null) {
+        throw new UploadNotFoundError(id); // cancelled meanwhile
+      }
+      if (bytes === null || bytes.length !== t.size) {
         throw new Error(`upload ${id}: tail segment ${t.n} lost`);
+      }
       out.push(bytes);
     }
     return Buffer.concat(out);
