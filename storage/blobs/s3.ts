@@ -10,6 +10,7 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -118,9 +119,10 @@ type Session = z.infer<typeof SessionSchema>;
  * - Appends and commits of one session are serialized in this process; across replicas the
  *   caller's catalog lock does it. A cancel racing an append on another replica is caught just
  *   before the append's commit point (the state object is gone), not atomically.
- * - Abandoned multipart uploads (a process killed mid-append) are not listed by this store; a
- *   bucket lifecycle rule `AbortIncompleteMultipartUpload` reclaims them, and one that expires
- *   `tmp/` after a day removes temp objects whose delete failed.
+ * - Leftovers: a failed put retries aborting its multipart upload in the background for about a
+ *   minute; removing a session aborts every multipart upload at its data key. What a killed
+ *   process leaves (an unfinished multipart upload, a `tmp/` object) is for a bucket lifecycle
+ *   rule (`AbortIncompleteMultipartUpload`, expiry of `tmp/`); it is never visible as a blob.
  */
 export class S3BlobStore implements BlobStore {
   readonly bucket: string;
@@ -130,6 +132,9 @@ export class S3BlobStore implements BlobStore {
   private readonly listPageSize: number;
   private readonly maxSingleCopyBytes: number;
   private readonly queues = new Map<string, Promise<void>>();
+  /** Retries of failed cleanups (see abortUploadsAt), cancelled by close(). */
+  private readonly cleanups = new Set<NodeJS.Timeout>();
+  private closed = false;
 
   constructor(opts: S3BlobStoreOptions) {
     const checked = checkS3Options(opts);
@@ -157,7 +162,11 @@ export class S3BlobStore implements BlobStore {
     await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
   }
 
+  /** Stops background cleanups too (their leftovers are then the lifecycle rule's). */
   async close(): Promise<void> {
+    this.closed = true;
+    for (const timer of this.cleanups) clearTimeout(timer);
+    this.cleanups.clear();
     this.client.destroy();
   }
 
@@ -227,6 +236,9 @@ export class S3BlobStore implements BlobStore {
       try {
         await upload.done();
       } catch (err) {
+        // lib-storage aborts its multipart upload on failure, but that abort can itself fail
+        // (a gateway restarting) and then hides the first error: look for leftovers once more.
+        await this.abortUploadsAt(tmp);
         // The source's own error is the one to report (the SDK may wrap or replace it).
         throw sourceError !== null ? (sourceError as { err: unknown }).err : err;
       }
@@ -354,6 +366,7 @@ export class S3BlobStore implements BlobStore {
 
       let received = 0;
       let sourceFailure: { err: unknown } | null = null;
+      let storeFailed = false;
       let newTail: { n: number; size: number } | null = null;
       try {
         try {
@@ -365,16 +378,22 @@ export class S3BlobStore implements BlobStore {
             hasher.update(buf);
             pending.push(buf);
             pendingBytes += buf.length;
-            if (oldTails.length > 0 && oldTailBytes + pendingBytes >= this.partSize) await takeOldTails();
-            while (pendingBytes >= this.partSize) {
-              const all = Buffer.concat(pending, pendingBytes);
-              pending = [all.subarray(this.partSize)];
-              pendingBytes -= this.partSize;
-              await sendPart(all.subarray(0, this.partSize));
+            try {
+              if (oldTails.length > 0 && oldTailBytes + pendingBytes >= this.partSize) await takeOldTails();
+              while (pendingBytes >= this.partSize) {
+                const all = Buffer.concat(pending, pendingBytes);
+                pending = [all.subarray(this.partSize)];
+                pendingBytes -= this.partSize;
+                await sendPart(all.subarray(0, this.partSize));
+              }
+            } catch (err) {
+              storeFailed = true;
+              throw err;
             }
           }
         } catch (err) {
-          if (err instanceof TooLargeError || !isSourceError(err, source)) throw err;
+          // Only a failing source keeps what arrived; a failed part or limit undoes the call.
+          if (storeFailed || err instanceof TooLargeError || !isSourceError(err, source)) throw err;
           sourceFailure = { err }; // keep what arrived, then rethrow
         }
         if (received === 0) {
@@ -407,6 +426,10 @@ export class S3BlobStore implements BlobStore {
           hash: Buffer.from(hasher.save()).toString("base64"),
           updatedAt: new Date().toISOString(),
         };
+        const stored =
+          next.parts.reduce((n, p) => n + p.size, 0) + next.tails.reduce((n, t) => n + t.size, 0);
+        if (stored !== next.offset)
+          throw new Error(`upload ${id}: ${stored} bytes stored for offset ${next.offset}`);
         // Cancelled (on any replica) while this append ran: do not bring the session back.
         if ((await this.head(this.key({ kind: "uploadState", id }))) === null) {
           throw new UploadNotFoundError(id);
@@ -533,10 +556,17 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  /** Abort the multipart upload, delete the state object (the session is gone), then its other objects. */
+  /** Abort the multipart uploads, delete the state object (the session is gone), then its other objects. */
   private async removeSession(id: string, session: Session | null): Promise<void> {
-    if (session?.uploadId)
-      await this.abortQuietly(this.key({ kind: "uploadData", id }), session.uploadId, true);
+    const dataKey = this.key({ kind: "uploadData", id });
+    if (session?.uploadId) await this.abortQuietly(dataKey, session.uploadId, true);
+    // Also multipart uploads of appends that failed and could not abort theirs.
+    const stray = await this.client.send(
+      new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: dataKey }),
+    );
+    for (const u of stray.Uploads ?? []) {
+      if (u.Key === dataKey && u.UploadId) await this.abortQuietly(dataKey, u.UploadId, true);
+    }
     const stateKey = this.key({ kind: "uploadState", id });
     await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: stateKey }));
     for await (const obj of this.listKeys(`${this.key({ kind: "upload", id })}/`)) {
@@ -627,8 +657,12 @@ export class S3BlobStore implements BlobStore {
     const out: Buffer[] = [];
     for (const t of tails) {
       const bytes = await this.getBytes(this.key({ kind: "uploadTail", id, n: t.n }));
-      if (bytes === null || bytes.length !== t.size)
+      if (bytes === null && (await this.head(this.key({ kind: "uploadState", id }))) === null) {
+        throw new UploadNotFoundError(id); // cancelled meanwhile
+      }
+      if (bytes === null || bytes.length !== t.size) {
         throw new Error(`upload ${id}: tail segment ${t.n} lost`);
+      }
       out.push(bytes);
     }
     return Buffer.concat(out);
@@ -697,6 +731,37 @@ export class S3BlobStore implements BlobStore {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
     } catch {
       // see the class comment: a lifecycle rule reclaims it
+    }
+  }
+
+  /**
+   * Abort every unfinished multipart upload of `key`. When the store cannot be reached (the very
+   * failure that ended the put, often) it is tried again in the background for about a minute;
+   * after that a lifecycle rule reclaims it (see the class comment).
+   */
+  private async abortUploadsAt(key: string, attempt = 0): Promise<void> {
+    try {
+      const found = await this.client.send(
+        new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key }),
+      );
+      for (const u of found.Uploads ?? []) {
+        if (u.Key === key && u.UploadId) {
+          await this.client.send(
+            new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: u.UploadId }),
+          );
+        }
+      }
+    } catch {
+      if (this.closed || attempt >= 6) return;
+      const timer = setTimeout(
+        () => {
+          this.cleanups.delete(timer);
+          void this.abortUploadsAt(key, attempt + 1);
+        },
+        1000 * 2 ** attempt,
+      );
+      timer.unref();
+      this.cleanups.add(timer);
     }
   }
 
