@@ -6,6 +6,7 @@ import path from "node:path";
 import type { Readable } from "node:stream";
 
 import { dataPath } from "../layout.js";
+import { KeyedQueue } from "../queue.js";
 import { randomId, toBuffer } from "./bytes.js";
 import {
   assertDigest,
@@ -51,8 +52,8 @@ interface Session {
  */
 export class FsBlobStore implements BlobStore {
   private readonly sessions = new Map<string, Session>();
-  /** Tail of the per-session queue of appends/commits, so they never interleave. */
-  private readonly queues = new Map<string, Promise<void>>();
+  /** Appends and commits of one session run one after another. */
+  private readonly queue = new KeyedQueue();
   private readonly uploadsDir: string;
 
   private constructor(
@@ -390,19 +391,8 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  private async serialized<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.queues.get(id) ?? Promise.resolve();
-    let release = (): void => {};
-    const mine = new Promise<void>((resolve) => (release = resolve));
-    const tail = previous.then(() => mine);
-    this.queues.set(id, tail);
-    await previous;
-    try {
-      return await fn();
-    } finally {
-      release();
-      if (this.queues.get(id) === tail) this.queues.delete(id);
-    }
+  private serialized<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    return this.queue.run(id, fn);
   }
 }
 

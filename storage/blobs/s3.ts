@@ -24,6 +24,7 @@ import { createSHA256, type IHasher } from "hash-wasm";
 import { z } from "zod";
 
 import { storageKey, type StorageKey } from "../layout.js";
+import { KeyedQueue } from "../queue.js";
 import { randomId, toBuffer } from "./bytes.js";
 import {
   assertDigest,
@@ -131,7 +132,7 @@ export class S3BlobStore implements BlobStore {
   private readonly partSize: number;
   private readonly listPageSize: number;
   private readonly maxSingleCopyBytes: number;
-  private readonly queues = new Map<string, Promise<void>>();
+  private readonly queue = new KeyedQueue();
   /** Retries of failed cleanups (see abortUploadsAt), cancelled by close(). */
   private readonly cleanups = new Set<NodeJS.Timeout>();
   private closed = false;
@@ -785,19 +786,8 @@ export class S3BlobStore implements BlobStore {
     return this.prefix + storageKey(k);
   }
 
-  private async serialized<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.queues.get(id) ?? Promise.resolve();
-    let release = (): void => {};
-    const mine = new Promise<void>((resolve) => (release = resolve));
-    const tail = previous.then(() => mine);
-    this.queues.set(id, tail);
-    await previous;
-    try {
-      return await fn();
-    } finally {
-      release();
-      if (this.queues.get(id) === tail) this.queues.delete(id);
-    }
+  private serialized<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    return this.queue.run(id, fn);
   }
 }
 

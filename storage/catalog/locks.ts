@@ -1,4 +1,5 @@
 import pg from "pg";
+import { KeyedQueue } from "../queue.js";
 
 /**
  * Named mutual exclusion among every process that shares the catalog. With SQLite one process
@@ -16,25 +17,14 @@ export interface Locks {
 
 /** FIFO queue per name, in this process. */
 export class LocalLocks implements Locks {
-  private readonly tails = new Map<string, Promise<void>>();
+  private readonly queue = new KeyedQueue();
 
-  async withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.tails.get(name) ?? Promise.resolve();
-    let release = (): void => {};
-    const mine = new Promise<void>((resolve) => (release = resolve));
-    const tail = previous.then(() => mine);
-    this.tails.set(name, tail);
-    await previous;
-    try {
-      return await fn();
-    } finally {
-      release();
-      if (this.tails.get(name) === tail) this.tails.delete(name);
-    }
+  withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    return this.queue.run(name, fn);
   }
 
   async tryLock<T>(name: string, fn: () => Promise<T>): Promise<{ held: false; value: T } | { held: true }> {
-    if (this.tails.has(name)) return { held: true };
+    if (this.queue.busy(name)) return { held: true };
     return { held: false, value: await this.withLock(name, fn) };
   }
 
