@@ -1,6 +1,6 @@
 import express, { type NextFunction, type Request, type Response } from "express";
 import { LxhubError } from "../registry/errors.js";
-import { renderError } from "./errors.js";
+import { renderError, RETRY_AFTER_SECONDS } from "./errors.js";
 import { blobRoutes } from "./routes/blobs.js";
 import { healthRoutes } from "./routes/health.js";
 import { productRoutes } from "./routes/products.js";
@@ -82,6 +82,7 @@ export function createApi(deps: ApiDeps): express.Express {
     }
     // RFC 9110 §11.6.1: a 401 names the scheme it wants.
     if (status === 401) res.set("www-authenticate", 'Bearer realm="lxhub"');
+    if (status === 503) res.set("retry-after", String(RETRY_AFTER_SECONDS));
     res.status(status).json(body);
   });
   return app;

@@ -31,6 +31,9 @@ export function renderError(err: unknown): { status: number; body: { error: Reco
   return { status: 500, body: { error: { code: "INTERNAL", message: "internal error" } } };
 }
 
+/** What a 503 (STORAGE_UNAVAILABLE) asks clients to wait before they retry. */
+export const RETRY_AFTER_SECONDS = 2;
+
 export function sendError(res: ServerResponse, err: unknown): void {
   const { status, body } = renderError(err);
   if (res.headersSent) {
@@ -38,7 +41,11 @@ export function sendError(res: ServerResponse, err: unknown): void {
     return;
   }
   const text = JSON.stringify(body) + "\n";
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+    ...(status === 503 ? { "retry-after": String(RETRY_AFTER_SECONDS) } : {}),
+  });
   res.end(text);
 }
 
