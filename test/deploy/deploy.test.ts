@@ -310,6 +310,15 @@ describe("deploy: compose file", () => {
     assert.match(cfg, /server-template lxhub 2 lxhub:8443/);
   });
 
+  test("haproxy accepts deploy/haproxy.cfg (haproxy -c)", async (t) => {
+    if (!(await which("haproxy"))) {
+      t.skip("haproxy is not installed: its configuration was not checked");
+      return;
+    }
+    const r = await run("haproxy", ["-c", "-f", join(DEPLOY, "haproxy.cfg")]);
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+  });
+
   test(".dockerignore keeps node_modules and dist out of the build context", () => {
     const lines = readFileSync(join(ROOT, ".dockerignore"), "utf8").split("\n");
     assert.ok(lines.includes("node_modules/"));
