@@ -165,36 +165,56 @@ describe("deploy: container image (debootstrap base, buildah build, buildah run)
         "--version",
       ]);
       assert.match(version.stdout.trim(), /^v20\./, "Debian trixie's Node.js 20");
+      // The runtime stage has no build tools, and the native binding loads with Debian's node.
+      const tools = await run("buildah", [
+        "run",
+        "--isolation",
+        "chroot",
+        ctr,
+        "--",
+        "sh",
+        "-c",
+        "command -v npm g++ make python3",
+      ]);
+      assert.equal(tools.stdout.trim(), "", "build tools in the runtime image");
+      const binding = await runOk("buildah", [
+        "run",
+        "--isolation",
+        "chroot",
+        ctr,
+        "--",
+        "node",
+        "-e",
+        "require('/opt/lxhub/node_modules/better-sqlite3')(':memory:')",
+      ]);
+      assert.equal(binding.code, 0);
 
-      // chroot isolation shares the host's network namespace; --network host says so explicitly.
+      // Started as the image starts it: its entrypoint, listeners from the environment (here a
+      // free loopback port instead of 0.0.0.0:8080, HTTPS off). chroot isolation shares the
+      // host's network namespace; --network host says so explicitly.
+      const inspect = await runOk("buildah", ["inspect", "--type", "image", IMAGE]);
+      const config = obj(obj(obj(JSON.parse(inspect.stdout), "inspect").Docker, "Docker").config, "config");
+      const entrypoint = arr(config.Entrypoint, "Entrypoint").map(String);
+      const healthcheck = arr(obj(config.Healthcheck, "Healthcheck").Test, "Healthcheck.Test").map(String);
       const port = await freePort();
+      const env = ["--env", `LXHUB_LISTEN=127.0.0.1:${port}`, "--env", "LXHUB_TLS_LISTEN="];
+      const inCtr = ["run", "--isolation", "chroot", "--network", "host", ...env, ctr, "--"];
       const t0 = Date.now();
       let output = "";
-      server = spawn(
-        "buildah",
-        [
-          "run",
-          "--isolation",
-          "chroot",
-          "--network",
-          "host",
-          ctr,
-          "--",
-          "lxhub",
-          "serve",
-          "--listen",
-          `127.0.0.1:${port}`,
-          "--tls-listen",
-          "",
-        ],
-        { stdio: ["ignore", "pipe", "pipe"], detached: true },
-      );
+      server = spawn("buildah", [...inCtr, ...entrypoint], {
+        stdio: ["ignore", "pipe", "pipe"],
+        detached: true,
+      });
       server.stdout?.setEncoding("utf8").on("data", (d: string) => (output += d));
       server.stderr?.setEncoding("utf8").on("data", (d: string) => (output += d));
       const base = `http://127.0.0.1:${port}`;
       const health = await waitFor200(`${base}/healthz`, 60_000);
       assert.equal(health.status, 200, `/healthz: ${health.body}\nserver output:\n${output}`);
       t.diagnostic(`server in the image answered /healthz ${seconds(Date.now() - t0)} after buildah run`);
+      // The image's own HEALTHCHECK command (["CMD", …]) succeeds against it.
+      assert.equal(healthcheck[0], "CMD");
+      const hc = await run("buildah", [...inCtr, ...healthcheck.slice(1)]);
+      assert.equal(hc.code, 0, `HEALTHCHECK failed: ${hc.stderr}`);
       const ready = await waitFor200(`${base}/readyz`, 30_000);
       assert.equal(ready.status, 200, `/readyz: ${ready.body}`);
       assert.equal(obj(JSON.parse(ready.body), "/readyz").status, "ready");
