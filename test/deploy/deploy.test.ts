@@ -330,6 +330,28 @@ describe("deploy: compose file", () => {
     assert.match(cfg, /server-template lxhub 2 lxhub:8443/);
   });
 
+  test("docker-compose validates it against the compose schema (docker-compose config)", async (t) => {
+    if (!(await which("docker-compose"))) {
+      t.skip("docker-compose is not installed: the compose schema was not checked");
+      return;
+    }
+    // Debian 12's docker-compose (1.29) predates the top-level `name` key of the compose
+    // specification; the copy it checks lacks only that key, and resolves paths from deploy/.
+    const text = readFileSync(join(DEPLOY, "compose.yaml"), "utf8");
+    assert.match(text, /^name: lxhub$/m);
+    const dir = await mkdtemp(join(tmpdir(), "lxhub-compose-"));
+    try {
+      const file = join(dir, "compose.yaml");
+      await writeFile(file, text.replace(/^name: lxhub\n/m, ""));
+      const r = await run("docker-compose", ["-f", file, "--project-directory", DEPLOY, "config", "-q"], {
+        env: { ...process.env, POSTGRES_PASSWORD: "x", S3_ACCESS_KEY: "x", S3_SECRET_KEY: "x" },
+      });
+      assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   test("haproxy accepts deploy/haproxy.cfg (haproxy -c)", async (t) => {
     if (!(await which("haproxy"))) {
       t.skip("haproxy is not installed: its configuration was not checked");
