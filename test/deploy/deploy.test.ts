@@ -79,6 +79,8 @@ async function waitFor200(url: string, ms: number): Promise<{ status: number; bo
 describe("deploy: container image (debootstrap base, buildah build, buildah run)", () => {
   const durations: string[] = [];
   let missing: string[] = [];
+  /** Set once this run built the image: the tests after the build use it, not a stale one. */
+  let built = false;
 
   before(async () => {
     missing = [];
@@ -128,6 +130,7 @@ describe("deploy: container image (debootstrap base, buildah build, buildah run)
     );
     const took = Date.now() - t0;
     assert.equal(r.code, 0, `buildah bud failed:\n${r.stderr.slice(-4000)}\n${r.stdout.slice(-4000)}`);
+    built = true;
     durations.push(`buildah bud ${seconds(took)}`);
     t.diagnostic(`buildah bud took ${seconds(took)}`);
 
@@ -147,6 +150,7 @@ describe("deploy: container image (debootstrap base, buildah build, buildah run)
   });
 
   test("the image runs lxhub serve as a non-root user and serves /healthz, /readyz and the index", async (t) => {
+    assert.ok(built, "the image was not built in this run");
     const from = await runOk("buildah", ["from", IMAGE]);
     const ctr = from.stdout.trim().split("\n").pop() ?? "";
     assert.ok(ctr !== "", "buildah from printed no container name");
@@ -236,6 +240,39 @@ describe("deploy: container image (debootstrap base, buildah build, buildah run)
         await exited;
         clearTimeout(timer);
       }
+      await run("buildah", ["rm", ctr]);
+    }
+  });
+
+  test("the compose file's lxhub-init command makes the replicas' shared state in the image", async () => {
+    assert.ok(built, "the image was not built in this run");
+    const compose = obj(parse(readFileSync(join(DEPLOY, "compose.yaml"), "utf8")), "compose.yaml");
+    const init = obj(obj(compose.services, "services")["lxhub-init"], "lxhub-init");
+    const entrypoint = arr(init.entrypoint, "entrypoint").map(String);
+    const script = String(arr(init.command, "command")[0]);
+    assert.ok(script.includes("18080") && script.includes("18443"), "the init script's listeners moved");
+    // As compose runs it: `$$` is compose's escape for `$`. Free ports instead of 18080/18443,
+    // since the host network is shared. The image's own environment (SQLite in the volume): this
+    // machine has no PostgreSQL or S3 store for the compose file's LXHUB_DB/LXHUB_BLOBS.
+    const [http, https] = [await freePort(), await freePort()];
+    const command = script
+      .replaceAll("$$", "$")
+      .replaceAll("18080", String(http))
+      .replaceAll("18443", String(https));
+    const from = await runOk("buildah", ["from", IMAGE]);
+    const ctr = from.stdout.trim().split("\n").pop() ?? "";
+    try {
+      const runIn = ["run", "--isolation", "chroot", "--network", "host", ctr, "--"];
+      const r = await run("buildah", [...runIn, ...entrypoint, command], { timeoutMs: 120_000 });
+      assert.equal(r.code, 0, `lxhub-init failed:\n${r.stderr}\n${r.stdout}`);
+      const state = await run("buildah", [
+        ...runIn,
+        "sh",
+        "-c",
+        "ls /var/lib/lxhub/keys/signing/*.jwk && test -s /var/lib/lxhub/keys/token-secret && test -s /var/lib/lxhub/tls/server.key",
+      ]);
+      assert.equal(state.code, 0, `shared state missing:\n${state.stderr}`);
+    } finally {
       await run("buildah", ["rm", ctr]);
     }
   });
