@@ -25,6 +25,7 @@ const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const DEPLOY = join(ROOT, "deploy");
 const BASE_IMAGE = "localhost/lxhub-base:trixie";
 const IMAGE = "localhost/lxhub:test";
+const BUILD_STAGE = "localhost/lxhub:test-build-stage";
 const BUILD_TIMEOUT_MS = 45 * 60_000;
 
 type Doc = Record<string, unknown>;
@@ -147,6 +148,59 @@ describe("deploy: container image (debootstrap base, buildah build, buildah run)
     assert.ok(JSON.stringify(hc.Test).includes("/healthz"), "health check asks /healthz");
     const env = arr(config.Env, "Env");
     assert.ok(env.includes("LXHUB_LISTEN=0.0.0.0:8080"), "listens on 0.0.0.0 by default");
+  });
+
+  test("the build stage compiled better-sqlite3 against Debian's Node headers and downloaded none", async () => {
+    assert.ok(built, "the image was not built in this run");
+    // The build stage alone, from the layers the build above left (--layers, same arguments):
+    // seconds. The tag stays: removing it would drop those cached layers with it.
+    const r = await run(
+      "buildah",
+      [
+        "bud",
+        "--layers",
+        "--isolation",
+        "chroot",
+        "--format",
+        "docker",
+        "--secret",
+        "id=ca,src=/etc/ssl/certs/ca-certificates.crt",
+        "--target",
+        "build",
+        "-t",
+        BUILD_STAGE,
+        "-f",
+        "deploy/Dockerfile",
+        ".",
+      ],
+      { cwd: ROOT, timeoutMs: BUILD_TIMEOUT_MS },
+    );
+    assert.equal(r.code, 0, r.stderr.slice(-4000));
+    const from = await runOk("buildah", ["from", BUILD_STAGE]);
+    const ctr = from.stdout.trim().split("\n").pop() ?? "";
+    try {
+      const check = await run("buildah", [
+        "run",
+        "--isolation",
+        "chroot",
+        ctr,
+        "--",
+        "sh",
+        "-c",
+        [
+          // node-gyp's configuration names the system headers...
+          `grep -q '"nodedir": "/usr"' node_modules/better-sqlite3/build/config.gypi`,
+          "test -f /usr/include/node/node.h",
+          // ...and neither a header tarball nor a prebuilt binary was fetched.
+          "test ! -e /root/.cache/node-gyp",
+          "test ! -e /root/.npm/_prebuilds",
+          "test -f node_modules/better-sqlite3/build/Release/better_sqlite3.node",
+        ].join(" && "),
+      ]);
+      assert.equal(check.code, 0, `build stage check failed: ${check.stderr}`);
+    } finally {
+      await run("buildah", ["rm", ctr]);
+    }
   });
 
   test("the image runs lxhub serve as a non-root user and serves /healthz, /readyz and the index", async (t) => {
