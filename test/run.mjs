@@ -1,12 +1,12 @@
 // Runs the compiled test files with node's test runner (which prints the closing summary).
-// Usage: node test/run.mjs [unit|contract|integration|e2e ...]   (default: every suite)
+// Usage: node test/run.mjs [unit|contract|integration|e2e|deploy ...]   (default: every suite)
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 
 const root = "dist/test";
 const suites = process.argv.slice(2);
-const wanted = suites.length ? suites : ["unit", "contract", "integration", "e2e"];
+const wanted = suites.length ? suites : ["unit", "contract", "integration", "e2e", "deploy"];
 
 function collect(dir) {
   let out = [];
