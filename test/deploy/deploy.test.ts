@@ -2,7 +2,9 @@
  * The deploy/ room, tested for real where this machine allows it:
  *   - the container image: the base image from debootstrap (deploy/build-base.sh, cached), the
  *     image built from deploy/Dockerfile with buildah, then the server started inside it with
- *     `buildah run` and asked for /healthz, /readyz and the index over the host network;
+ *     `buildah run` and asked for /healthz, /readyz and the index over the host network; and two
+ *     containers of it as replicas on one PostgreSQL and one radosgw bucket (the test's own, on
+ *     loopback), pushed to through both;
  *   - the systemd unit, checked by `systemd-analyze verify`;
  *   - the compose file and Kubernetes manifests, which cannot run here (no container engine
  *     with cgroups, no cluster): parsed, and their cross-references checked.
@@ -19,6 +21,10 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse, parseAllDocuments } from "yaml";
 import { run, runOk } from "../support/process.js";
+import { api, uploadFile, versionPath } from "../support/api.js";
+import { createDatabase } from "../support/postgres.js";
+import { createTestBucket, ensureRgw } from "../support/rgw.js";
+import { buildTinyImage, TINY_PRODUCT } from "../support/tiny-image.js";
 
 /** dist/test/deploy/ → the repository root. */
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
@@ -75,6 +81,47 @@ async function waitFor200(url: string, ms: number): Promise<{ status: number; bo
     await new Promise((r) => setTimeout(r, 250));
   }
   return last;
+}
+
+/**
+ * `lxhub serve` started by the image's entrypoint in a fresh container, with `env` (plain HTTP on
+ * a free loopback port, HTTPS off), until `stop()`.
+ */
+async function serveInImage(
+  entrypoint: string[],
+  env: Record<string, string>,
+): Promise<{ base: string; ctr: string; output: () => string; stop: () => Promise<void> }> {
+  const from = await runOk("buildah", ["from", IMAGE]);
+  const ctr = from.stdout.trim().split("\n").pop() ?? "";
+  const port = await freePort();
+  const all = { ...env, LXHUB_LISTEN: `127.0.0.1:${port}`, LXHUB_TLS_LISTEN: "" };
+  const envArgs = Object.entries(all).flatMap(([k, v]) => ["--env", `${k}=${v}`]);
+  let output = "";
+  const server = spawn(
+    "buildah",
+    ["run", "--isolation", "chroot", "--network", "host", ...envArgs, ctr, "--", ...entrypoint],
+    { stdio: ["ignore", "pipe", "pipe"], detached: true },
+  );
+  server.stdout?.setEncoding("utf8").on("data", (d: string) => (output += d));
+  server.stderr?.setEncoding("utf8").on("data", (d: string) => (output += d));
+  return {
+    base: `http://127.0.0.1:${port}`,
+    ctr,
+    output: () => output,
+    async stop() {
+      if (server.pid !== undefined && server.exitCode === null) {
+        const exited = new Promise<void>((r) => server.once("exit", () => r()));
+        process.kill(-server.pid, "SIGTERM");
+        const timer = setTimeout(
+          () => server.pid !== undefined && process.kill(-server.pid, "SIGKILL"),
+          10_000,
+        );
+        await exited;
+        clearTimeout(timer);
+      }
+      await run("buildah", ["rm", ctr]);
+    },
+  };
 }
 
 describe("deploy: container image (debootstrap base, buildah build, buildah run)", () => {
@@ -328,6 +375,73 @@ describe("deploy: container image (debootstrap base, buildah build, buildah run)
       assert.equal(state.code, 0, `shared state missing:\n${state.stderr}`);
     } finally {
       await run("buildah", ["rm", ctr]);
+    }
+  });
+
+  test("two containers of the image on one PostgreSQL and one radosgw bucket serve one registry (the compose shape)", async (t) => {
+    assert.ok(built, "the image was not built in this run");
+    const inspect = await runOk("buildah", ["inspect", "--type", "image", IMAGE]);
+    const config = obj(obj(obj(JSON.parse(inspect.stdout), "inspect").Docker, "Docker").config, "config");
+    const entrypoint = arr(config.Entrypoint, "Entrypoint").map(String);
+    const [rgw, db] = await Promise.all([ensureRgw(), createDatabase("deploy")]);
+    const bucket = await createTestBucket(rgw, "deploy");
+    const env = {
+      LXHUB_DB: db,
+      LXHUB_BLOBS: `s3://${bucket}/blobs?endpoint=${encodeURIComponent(rgw.endpoint)}&region=${rgw.region}&forcePathStyle=true`,
+      AWS_ACCESS_KEY_ID: rgw.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey,
+      LXHUB_ALLOW_INSECURE_WRITES: "1",
+    };
+    const [a, b] = await Promise.all([serveInImage(entrypoint, env), serveInImage(entrypoint, env)]);
+    const work = await mkdtemp(join(tmpdir(), "lxhub-deploy-replicas-"));
+    try {
+      for (const r of [a, b]) {
+        const ready = await waitFor200(`${r.base}/readyz`, 60_000);
+        assert.equal(ready.status, 200, `/readyz: ${ready.body}\n${r.output()}`);
+      }
+      // A token made in one container (it lives in PostgreSQL) works on the other.
+      const envArgs = Object.entries(env).flatMap(([k, v]) => ["--env", `${k}=${v}`]);
+      const made = await runOk("buildah", [
+        "run",
+        "--isolation",
+        "chroot",
+        "--network",
+        "host",
+        ...envArgs,
+        a.ctr,
+        "--",
+        "lxhub",
+        "token",
+        "create",
+        "--scope",
+        "admin",
+        "--ttl",
+        "1h",
+      ]);
+      const token = made.stdout.trim();
+      const img = await buildTinyImage(join(work, "img"));
+      const meta = await uploadFile(a.base, token, img.files["lxd.tar.xz"]!);
+      const root = await uploadFile(b.base, token, img.files["rootfs.tar.xz"]!);
+      const body = JSON.stringify({
+        files: [
+          { name: "lxd.tar.xz", ftype: "lxd.tar.xz", digest: meta },
+          { name: "rootfs.tar.xz", ftype: "root.tar.xz", digest: root },
+        ],
+      });
+      const put = await api(b.base, "PUT", versionPath(TINY_PRODUCT, "20240101_0000"), { token, body });
+      assert.equal(put.status, 201, put.text);
+      const [ia, ib] = await Promise.all([
+        fetch(`${a.base}/streams/v1/images.json`).then((r) => r.text()),
+        fetch(`${b.base}/streams/v1/images.json`).then((r) => r.text()),
+      ]);
+      assert.equal(ia, ib, "both containers serve the same images.json");
+      assert.match(ia, /20240101_0000/);
+      const file = await fetch(`${a.base}/images/tiny/1/amd64/default/20240101_0000/rootfs.tar.xz`);
+      assert.equal(file.status, 200);
+      t.diagnostic("pushed through both containers, served identically by both");
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+      await rm(work, { recursive: true, force: true });
     }
   });
 });
