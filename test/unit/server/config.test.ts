@@ -1,6 +1,7 @@
 import { it } from "node:test";
 import assert from "node:assert/strict";
 import { DEFAULTS, loadConfig } from "../../../server/config.js";
+import { catalogConfigFromUrl, describeCatalogUrl } from "../../../storage/catalog/catalog.js";
 
 it("the limits have defaults, come from the environment, and flags win over it", () => {
   const d = loadConfig({}, {});
@@ -42,4 +43,53 @@ it("a wrong limit stops start-up with the setting's name", () => {
   assert.throws(() => loadConfig({}, { LXHUB_HEADERS_TIMEOUT: "soon" }), /headersTimeoutSeconds/);
   assert.throws(() => loadConfig({}, { LXHUB_MAX_UPLOADS_PER_TOKEN: "1.5" }), /maxUploadsPerToken/);
   assert.throws(() => loadConfig({}, { LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN: "-1" }), /maxUploadBytesPerToken/);
+});
+
+it("the catalog and blob store come from --db/--blobs, else LXHUB_DB/LXHUB_BLOBS, else the data folder", () => {
+  const d = loadConfig({}, {});
+  assert.equal(d.db, undefined);
+  assert.equal(d.blobs, undefined);
+  assert.equal(d.blobsRedirectSeconds, 0);
+  const env = {
+    LXHUB_DB: "postgres://lxhub@127.0.0.1:5432/lxhub",
+    LXHUB_BLOBS: "s3://bucket/prefix?endpoint=http://127.0.0.1:9000",
+    LXHUB_BLOBS_REDIRECT: "300",
+  };
+  const e = loadConfig({}, env);
+  assert.deepEqual([e.db, e.blobs, e.blobsRedirectSeconds], [env.LXHUB_DB, env.LXHUB_BLOBS, 300]);
+  const f = loadConfig(
+    { db: "sqlite:/tmp/c.sqlite", blobs: "file:///srv/blobs", blobsRedirectSeconds: "0" },
+    env,
+  );
+  assert.deepEqual([f.db, f.blobs, f.blobsRedirectSeconds], ["sqlite:/tmp/c.sqlite", "file:///srv/blobs", 0]);
+  assert.throws(() => loadConfig({ blobsRedirectSeconds: "-1" }, {}), /blobsRedirectSeconds/);
+  assert.throws(() => loadConfig({ blobsRedirectSeconds: "soon" }, {}), /blobsRedirectSeconds/);
+});
+
+it("a catalog URL is PostgreSQL, sqlite:FILE or nothing; anything else is a clear error, passwords never shown", () => {
+  assert.deepEqual(catalogConfigFromUrl(undefined, "/d/catalog.sqlite"), {
+    client: "sqlite",
+    filename: "/d/catalog.sqlite",
+  });
+  assert.deepEqual(catalogConfigFromUrl("sqlite:/var/lib/c.sqlite", "x"), {
+    client: "sqlite",
+    filename: "/var/lib/c.sqlite",
+  });
+  assert.deepEqual(catalogConfigFromUrl("postgresql://u:p@h:5432/db", "x"), {
+    client: "pg",
+    connection: "postgresql://u:p@h:5432/db",
+  });
+  assert.throws(
+    () => catalogConfigFromUrl("mysql://u:secret@h/db", "x"),
+    (err: Error) => {
+      assert.match(err.message, /expected postgres:\/\/… or sqlite:FILE/);
+      assert.doesNotMatch(err.message, /secret/);
+      return true;
+    },
+  );
+  assert.throws(() => catalogConfigFromUrl("sqlite:", "x"), /needs a file name/);
+  assert.equal(
+    describeCatalogUrl("postgres://lxhub:hunter2@db:5432/lxhub"),
+    "postgres://lxhub:***@db:5432/lxhub",
+  );
 });
