@@ -1,0 +1,111 @@
+// Helper of bench/storage.sh (run with node; needs `npm run build` for dist/test/support/).
+//
+//   node bench/storage-services.mjs start
+//     starts a throwaway PostgreSQL and a throwaway Ceph RADOS Gateway the way the tests do
+//     (dist/test/support/postgres.js and rgw.js), makes a database and a bucket, prints ONE JSON
+//     line {dbUrl, endpoint, region, accessKeyId, secretAccessKey, bucket, rgwDir} on stdout and
+//     stays alive until SIGTERM/SIGINT or until its parent (the benchmark script) is gone; at
+//     exit the support modules stop radosgw, the OSD, the monitor and PostgreSQL and remove
+//     their folders.
+//   node bench/storage-services.mjs presign METHOD BUCKET KEY [SECONDS]
+//     prints a presigned URL (GET or PUT) for KEY, for curl to time the raw object store.
+//   node bench/storage-services.mjs delete BUCKET KEY
+//     deletes one object (the raw uploads, so the 2 GiB memstore OSD does not fill up).
+// The presign and delete commands take the endpoint from S3_ENDPOINT and the credentials from
+// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION.
+import { setInterval } from "node:timers";
+
+import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
+
+const [command, ...args] = process.argv.slice(2);
+
+function client() {
+  const endpoint = process.env.S3_ENDPOINT;
+  const accessKeyId = process.env.AWS_ACCESS_KEY_ID;
+  const secretAccessKey = process.env.AWS_SECRET_ACCESS_KEY;
+  if (!endpoint || !accessKeyId || !secretAccessKey) {
+    throw new Error("set S3_ENDPOINT, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
+  }
+  return new S3Client({
+    endpoint,
+    region: process.env.AWS_REGION ?? "us-east-1",
+    forcePathStyle: true,
+    credentials: { accessKeyId, secretAccessKey },
+    requestChecksumCalculation: "WHEN_REQUIRED",
+    responseChecksumValidation: "WHEN_REQUIRED",
+  });
+}
+
+async function start() {
+  const support = new URL("../dist/test/support/", import.meta.url);
+  const { ensurePostgres, createDatabase } = await import(new URL("postgres.js", support).href);
+  const { ensureRgw, createTestBucket } = await import(new URL("rgw.js", support).href);
+  // Signals end the process through process.exit, so the modules' exit hooks stop the daemons.
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"]) process.once(signal, () => process.exit(0));
+  const parent = process.ppid;
+  const watch = setInterval(() => {
+    try {
+      process.kill(parent, 0);
+    } catch {
+      process.exit(0);
+    }
+  }, 1000);
+  const t0 = Date.now();
+  await ensurePostgres();
+  const dbUrl = await createDatabase("bench");
+  const t1 = Date.now();
+  const rgw = await ensureRgw();
+  const bucket = await createTestBucket(rgw, "bench");
+  const t2 = Date.now();
+  console.log(
+    JSON.stringify({
+      dbUrl,
+      endpoint: rgw.endpoint,
+      region: rgw.region,
+      accessKeyId: rgw.accessKeyId,
+      secretAccessKey: rgw.secretAccessKey,
+      bucket,
+      startMs: { postgres: t1 - t0, rgw: t2 - t1 },
+    }),
+  );
+  // Stay alive: the interval keeps the event loop busy until a signal or the parent's exit.
+  void watch;
+}
+
+async function presign([method, bucket, key, seconds = "3600"]) {
+  if (!bucket || !key || (method !== "GET" && method !== "PUT")) {
+    throw new Error("usage: presign GET|PUT BUCKET KEY [SECONDS]");
+  }
+  const s3 = client();
+  try {
+    const input = { Bucket: bucket, Key: key };
+    const cmd = method === "GET" ? new GetObjectCommand(input) : new PutObjectCommand(input);
+    console.log(await getSignedUrl(s3, cmd, { expiresIn: Number(seconds) }));
+  } finally {
+    s3.destroy();
+  }
+}
+
+async function remove([bucket, key]) {
+  if (!bucket || !key) throw new Error("usage: delete BUCKET KEY");
+  const s3 = client();
+  try {
+    await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
+  } finally {
+    s3.destroy();
+  }
+}
+
+const commands = { start: () => start(), presign: () => presign(args), delete: () => remove(args) };
+const run = commands[command ?? ""];
+if (!run) {
+  console.error(
+    "usage: node bench/storage-services.mjs start | presign GET|PUT BUCKET KEY | delete BUCKET KEY",
+  );
+  process.exit(2);
+}
+run().catch((err) => {
+  console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+  process.exit(1);
+});
