@@ -18,8 +18,11 @@
 #   3. set-up: a BENCH_MIB MiB random file published as a version on A and on B (one publish on
 #      B serves C too), and the same bytes put straight into the bucket (`raw/published`);
 #   4. download of the published file with curl, BENCH_RUNS runs, order reversed every other
-#      run: A, B (proxied through lxhub), C (curl -L: 302, then radosgw), a raw GET of
-#      `raw/published` from a presigned URL, and `dd bs=4M` of A's blob file to /dev/null;
+#      run: A, B (proxied through lxhub), C (curl -L: 302, then radosgw), a raw GET from a
+#      presigned URL (made here, not by lxhub) of the very object B streams and C redirects to
+#      (lxhub's multipart upload, copied to its content address), another of `raw/published`
+#      (the same bytes as one PUT: another object layout in RADOS), and `dd bs=4M` of A's blob
+#      file to /dev/null (no HTTP: the ceiling of a read from the page cache);
 #      the bytes from A, B, C and radosgw are checked against the digest once. Downloads come
 #      before pushes so that `raw/published` is gone again when the pushes fill the OSD;
 #   5. push, BENCH_RUNS runs, each with a NEW random file (nothing can be deduplicated), the
@@ -228,9 +231,10 @@ upload_small() { # server file → digest (one PUT with the body commits)
   api "$1" PUT "$loc?digest=sha256:$hex" -T "$2" >/dev/null
   echo "sha256:$hex"
 }
-upload_parts() { # server partdir hex — POST, PATCH per part, PUT ?digest= (the timed push)
+upload_parts() { # server partdir hex [sessions-file] — POST, PATCH per part, PUT ?digest=
   local name=$1 dir=$2 hex=$3 loc off=0 part len out
   loc=$(open_upload "$name")
+  [[ -z "${4:-}" ]] || echo "$loc" >>"$4"
   for part in "$dir"/part.*; do
     len=$(stat -c %s "$part")
     out=$(api "$name" PATCH "$loc" -T "$part" -H "Content-Range: bytes $off-$((off + len - 1))/$SIZE")
@@ -296,11 +300,20 @@ for s in A B C; do
 done
 got=$(curl -sS "$RAW_GET_URL" | sha256sum | cut -d' ' -f1)
 [[ "$got" == "$PUB_HEX" ]] || die "radosgw returned other bytes than were put"
+# The object B streams and C redirects to (lxhub wrote it as a multipart upload and copied it to
+# its content address), presigned here on its own: the baseline for B's and C's downloads.
+LOCATION=$(curl -s -o /dev/null -w '%{redirect_url}' "$HTTP_C/$FILE_PATH")
+BLOB_KEY=$(node -e 'const u = new URL(process.argv[1]); const p = decodeURIComponent(u.pathname); const b = `/${process.argv[2]}/`;
+  if (!p.startsWith(b)) process.exit(1); console.log(p.slice(b.length));' "$LOCATION" "$BUCKET") ||
+  die "C redirected to $LOCATION, not into bucket $BUCKET"
+BLOB_GET_URL=$(presign GET "$BLOB_KEY")
+got=$(curl -sS "$BLOB_GET_URL" | sha256sum | cut -d' ' -f1)
+[[ "$got" == "$PUB_HEX" ]] || die "radosgw returned other bytes for lxhub's object $BLOB_KEY"
 rm -rf "$PUB" "$PUB.parts"
 
 # --- 4. download ----------------------------------------------------------------------------------
-say "4/6 downloads of the published $MIB MiB file, $RUNS runs: A, B, C (302), raw GET, dd read (order reversed every other run)"
-DL_A=() DL_B=() DL_C=() DL_RAW=() DL_DD=()
+say "4/6 downloads of the published $MIB MiB file, $RUNS runs: A, B, C (302), raw GETs, dd read (order reversed every other run)"
+DL_A=() DL_B=() DL_C=() DL_RAW=() DL_RAW1=() DL_DD=()
 cat "$BLOB_A" >/dev/null # page cache, as for the pushes' sources
 CACHED_BLOB=$(cached_pct "$BLOB_A")
 download() { # url → MB/s; follows one redirect; time_total covers both requests
@@ -317,7 +330,8 @@ dl_step() {
     A) DL_A+=("$(download "$HTTP_A/$FILE_PATH" A)") ;;
     B) DL_B+=("$(download "$HTTP_B/$FILE_PATH" B)") ;;
     C) DL_C+=("$(download "$HTTP_C/$FILE_PATH" C)") ;;
-    raw) DL_RAW+=("$(download "$RAW_GET_URL" raw)") ;;
+    raw) DL_RAW+=("$(download "$BLOB_GET_URL" raw)") ;;
+    raw1) DL_RAW1+=("$(download "$RAW_GET_URL" raw1)") ;;
     dd)
       t0=$(now_ns)
       dd if="$BLOB_A" of=/dev/null bs=4M status=none
@@ -327,10 +341,10 @@ dl_step() {
   esac
 }
 for ((i = 0; i < RUNS; i++)); do
-  steps=(A B C raw dd)
-  ((i % 2 == 1)) && steps=(dd raw C B A)
+  steps=(A B C raw raw1 dd)
+  ((i % 2 == 1)) && steps=(dd raw1 raw C B A)
   for step in "${steps[@]}"; do dl_step "$step"; done
-  say "   run $((i + 1)): A ${DL_A[i]}, B ${DL_B[i]}, C ${DL_C[i]}, raw GET ${DL_RAW[i]}, dd read ${DL_DD[i]} MB/s"
+  say "   run $((i + 1)): A ${DL_A[i]}, B ${DL_B[i]}, C ${DL_C[i]}, raw GET ${DL_RAW[i]} (one-PUT object ${DL_RAW1[i]}), dd read ${DL_DD[i]} MB/s"
 done
 grep -qv '^1$' "$RUN/redirects-C.txt" && die "C did not answer with exactly one redirect: $(sort -u "$RUN/redirects-C.txt" | paste -sd,)"
 grep -qv '^0$' "$RUN/redirects-B.txt" && die "B redirected instead of streaming"
@@ -351,7 +365,7 @@ push_step() { # step file hex
       local pid="PID_$step"
       reset_hwm "${!pid}"
       t0=$(now_ns)
-      upload_parts "$step" "$f.parts" "$hex"
+      upload_parts "$step" "$f.parts" "$hex" "$RUN/sessions-$step.txt"
       t1=$(now_ns)
       if [[ $step == A ]]; then
         PUSH_A+=("$(mbps "$SIZE" $((t1 - t0)))") HWM_A+=("$(hwm_kb "$PID_A")")
@@ -401,12 +415,36 @@ done
 
 # --- 6. results -----------------------------------------------------------------------------------
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+# Where a push's time went, from the servers' request logs (flushed when they stop): the PATCHes
+# and the commit (PUT ?digest=) of each timed session, in seconds; median over the runs.
+stop_pid "$PID_C" TERM
+stop_pid "$PID_A" TERM
+stop_pid "$PID_B" TERM
+PID_A="" PID_B="" PID_C=""
+split_of() { # server → "PATCHes X s, commit Y s" (medians)
+  node -e '
+    const fs = require("fs");
+    const [log, sessions] = process.argv.slice(1);
+    const lines = fs.readFileSync(log, "utf8").split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l))
+      .filter((l) => l.event === "request");
+    const med = (a) => a.sort((x, y) => x - y)[Math.floor((a.length - 1) / 2)];
+    const patch = [], commit = [];
+    for (const loc of fs.readFileSync(sessions, "utf8").split("\n").filter(Boolean)) {
+      const mine = lines.filter((l) => l.path === loc || l.path.startsWith(loc + "?"));
+      patch.push(mine.filter((l) => l.method === "PATCH").reduce((n, l) => n + l.ms, 0) / 1000);
+      commit.push(mine.filter((l) => l.method === "PUT").reduce((n, l) => n + l.ms, 0) / 1000);
+    }
+    console.log(`PATCHes ${med(patch).toFixed(2)} s, commit ${med(commit).toFixed(2)} s`);
+  ' "$RUN/server-$1.log" "$RUN/sessions-$1.txt" || echo "(no breakdown: cannot read the request log)"
+}
+SPLIT_A=$(split_of A)
+SPLIT_B=$(split_of B)
 RESULT="$BENCH_DIR/results/storage-latest.md"
 [[ "$MIB/$RUNS" != 256/3 ]] && RESULT="$BENCH_DIR/results/tmp/storage-trial.md"
 M_PUSH_A=$(median "${PUSH_A[@]}") M_PUSH_B=$(median "${PUSH_B[@]}") M_DDW=$(median "${DDW[@]}")
 M_SHA=$(median "${SHA[@]}") M_RAWPUT=$(median "${RAWPUT[@]}")
 M_DL_A=$(median "${DL_A[@]}") M_DL_B=$(median "${DL_B[@]}") M_DL_C=$(median "${DL_C[@]}")
-M_DL_RAW=$(median "${DL_RAW[@]}") M_DL_DD=$(median "${DL_DD[@]}")
+M_DL_RAW=$(median "${DL_RAW[@]}") M_DL_RAW1=$(median "${DL_RAW1[@]}") M_DL_DD=$(median "${DL_DD[@]}")
 HWM_A_MB=() HWM_B_MB=()
 for v in "${HWM_A[@]}"; do HWM_A_MB+=("$(kb_mb "$v")"); done
 for v in "${HWM_B[@]}"; do HWM_B_MB+=("$(kb_mb "$v")"); done
@@ -428,17 +466,19 @@ HWM_HOW="peak RSS during the push (VmHWM, reset before it through /proc/<pid>/cl
   echo "| push, B (PostgreSQL + S3): curl, 64 MiB PATCHes + commit | $M_PUSH_B MB/s | curl -T to a presigned PUT URL: $M_RAWPUT MB/s | $(ratio "$M_PUSH_B" "$M_RAWPUT") |"
   echo "| push, B vs A | $M_PUSH_B MB/s | A: $M_PUSH_A MB/s | $(ratio "$M_PUSH_B" "$M_PUSH_A") |"
   echo "| download, A (streams the blob file, page cache) | $M_DL_A MB/s | dd bs=4M of the blob file to /dev/null: $M_DL_DD MB/s | $(ratio "$M_DL_A" "$M_DL_DD") |"
-  echo "| download, B (streams the object from radosgw) | $M_DL_B MB/s | curl of a presigned GET URL: $M_DL_RAW MB/s | $(ratio "$M_DL_B" "$M_DL_RAW") |"
-  echo "| download, C (--blobs-redirect: 302, then radosgw; curl -L) | $M_DL_C MB/s | curl of a presigned GET URL: $M_DL_RAW MB/s | $(ratio "$M_DL_C" "$M_DL_RAW") |"
+  echo "| download, B (streams the object from radosgw) | $M_DL_B MB/s | curl of a presigned GET URL of the same object: $M_DL_RAW MB/s | $(ratio "$M_DL_B" "$M_DL_RAW") |"
+  echo "| download, C (--blobs-redirect: 302, then radosgw; curl -L) | $M_DL_C MB/s | curl of a presigned GET URL of the same object: $M_DL_RAW MB/s | $(ratio "$M_DL_C" "$M_DL_RAW") |"
+  echo "| (radosgw alone: the same bytes stored by one PUT) | — | curl of a presigned GET URL: $M_DL_RAW1 MB/s | — |"
   echo "| peak RSS of A during a push (median, max) | $(median "${HWM_A_MB[@]}") MB, $(max_of "${HWM_A_MB[@]}") MB | — | — |"
   echo "| peak RSS of B during a push (median, max) | $(median "${HWM_B_MB[@]}") MB, $(max_of "${HWM_B_MB[@]}") MB | — | — |"
   echo
   echo "Details:"
   echo
   echo "- push MB/s per run: A ${PUSH_A[*]} / B ${PUSH_B[*]} / sha256sum ${SHA[*]} / dd conv=fsync ${DDW[*]} / S3 PUT ${RAWPUT[*]}"
-  echo "- download MB/s per run: A ${DL_A[*]} / B ${DL_B[*]} / C ${DL_C[*]} / raw GET ${DL_RAW[*]} / dd read ${DL_DD[*]}"
+  echo "- download MB/s per run: A ${DL_A[*]} / B ${DL_B[*]} / C ${DL_C[*]} / raw GET of lxhub's object ${DL_RAW[*]} / raw GET of the one-PUT object ${DL_RAW1[*]} / dd read ${DL_DD[*]}"
+  echo "- where a push's time went (server request log, medians): A $SPLIT_A; B $SPLIT_B"
   echo "- memory: $HWM_HOW, MB per run: A ${HWM_A_MB[*]} / B ${HWM_B_MB[*]}"
-  echo "- order within a run: A, B, dd, sha256sum, S3 PUT (pushes) and A, B, C, raw GET, dd read (downloads), reversed every other run"
+  echo "- order within a run: A, B, C, raw GETs, dd read (downloads) and A, B, dd, sha256sum, S3 PUT (pushes), reversed every other run"
   echo "- page cache: each push file ${CACHED} resident before its run; A's published blob ${CACHED_BLOB} before the downloads"
   echo "- start-up of the services: $START_MS"
 } >"$RESULT.new"
