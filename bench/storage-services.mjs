@@ -11,8 +11,16 @@
 //     prints a presigned URL (GET or PUT) for KEY, for curl to time the raw object store.
 //   node bench/storage-services.mjs delete BUCKET KEY
 //     deletes one object (the raw uploads, so the 2 GiB memstore OSD does not fill up).
+//   node bench/storage-services.mjs proxy http|sdk BUCKET KEY
+//     a bare node:http server on a free loopback port (printed as one line) that answers every
+//     GET with the object, streamed from radosgw: `http` pipes a node:http GET of a presigned URL
+//     into the response, `sdk` pipes the body of the SDK's GetObject (as lxhub's S3 store reads).
+//     What proxying in Node costs without lxhub; stays alive as `start` does.
 // The presign and delete commands take the endpoint from S3_ENDPOINT and the credentials from
 // AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION.
+import http from "node:http";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { setInterval } from "node:timers";
 
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
@@ -42,15 +50,7 @@ async function start() {
   const { ensurePostgres, createDatabase } = await import(new URL("postgres.js", support).href);
   const { ensureRgw, createTestBucket } = await import(new URL("rgw.js", support).href);
   // Signals end the process through process.exit, so the modules' exit hooks stop the daemons.
-  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"]) process.once(signal, () => process.exit(0));
-  const parent = process.ppid;
-  const watch = setInterval(() => {
-    try {
-      process.kill(parent, 0);
-    } catch {
-      process.exit(0);
-    }
-  }, 1000);
+  stayWhileParentLives();
   const t0 = Date.now();
   await ensurePostgres();
   const dbUrl = await createDatabase("bench");
@@ -69,8 +69,7 @@ async function start() {
       startMs: { postgres: t1 - t0, rgw: t2 - t1 },
     }),
   );
-  // Stay alive: the interval keeps the event loop busy until a signal or the parent's exit.
-  void watch;
+  // Stays alive: the parent watch keeps the event loop busy until a signal or the parent's exit.
 }
 
 async function presign([method, bucket, key, seconds = "3600"]) {
@@ -97,11 +96,67 @@ async function remove([bucket, key]) {
   }
 }
 
-const commands = { start: () => start(), presign: () => presign(args), delete: () => remove(args) };
+function stayWhileParentLives() {
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"]) process.once(signal, () => process.exit(0));
+  const parent = process.ppid;
+  setInterval(() => {
+    try {
+      process.kill(parent, 0);
+    } catch {
+      process.exit(0);
+    }
+  }, 1000);
+}
+
+async function proxy([how, bucket, key]) {
+  if ((how !== "http" && how !== "sdk") || !bucket || !key) {
+    throw new Error("usage: proxy http|sdk BUCKET KEY");
+  }
+  const s3 = client();
+  const url = await getSignedUrl(s3, new GetObjectCommand({ Bucket: bucket, Key: key }), { expiresIn: 3600 });
+  const upstream = async () => {
+    if (how === "sdk") {
+      const res = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+      if (!(res.Body instanceof Readable)) throw new Error("GetObject returned no Node.js stream");
+      return { body: res.Body, length: res.ContentLength };
+    }
+    return new Promise((resolve, reject) => {
+      http
+        .get(url, (res) => {
+          if (res.statusCode !== 200) reject(new Error(`radosgw answered ${res.statusCode}`));
+          else resolve({ body: res, length: Number(res.headers["content-length"]) });
+        })
+        .on("error", reject);
+    });
+  };
+  const server = http.createServer((req, res) => {
+    upstream()
+      .then(
+        ({ body, length }) => {
+          res.writeHead(200, { "content-type": "application/octet-stream", "content-length": length });
+          return pipeline(body, res);
+        },
+        (err) => {
+          res.writeHead(502).end(String(err));
+        },
+      )
+      .catch(() => res.destroy());
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  stayWhileParentLives();
+  console.log(server.address().port);
+}
+
+const commands = {
+  start: () => start(),
+  presign: () => presign(args),
+  delete: () => remove(args),
+  proxy: () => proxy(args),
+};
 const run = commands[command ?? ""];
 if (!run) {
   console.error(
-    "usage: node bench/storage-services.mjs start | presign GET|PUT BUCKET KEY | delete BUCKET KEY",
+    "usage: node bench/storage-services.mjs start | presign GET|PUT BUCKET KEY | delete BUCKET KEY | proxy http|sdk BUCKET KEY",
   );
   process.exit(2);
 }

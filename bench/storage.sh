@@ -18,7 +18,10 @@
 #   3. set-up: a BENCH_MIB MiB random file published as a version on A and on B (one publish on
 #      B serves C too), and the same bytes put straight into the bucket (`raw/published`);
 #   4. download of the published file with curl, BENCH_RUNS runs, order reversed every other
-#      run: A, B (proxied through lxhub), C (curl -L: 302, then radosgw), a raw GET from a
+#      run: A, B (proxied through lxhub), C (curl -L: 302, then radosgw), two bare Node proxies
+#      of the same object (bench/storage-services.mjs proxy: node:http GET of a presigned URL, or
+#      the SDK's GetObject, piped into the response: what proxying costs in Node without lxhub),
+#      a raw GET from a
 #      presigned URL (made here, not by lxhub) of the very object B streams and C redirects to
 #      (lxhub's multipart upload, copied to its content address), another of `raw/published`
 #      (the same bytes as one PUT: another object layout in RADOS), and `dd bs=4M` of A's blob
@@ -97,7 +100,7 @@ export XDG_CACHE_HOME="$RUN/cache"
 SVC_TMP=$(mktemp -d /tmp/lxhub-bench-storage.XXXXXX)
 chmod 755 "$SVC_TMP" # PostgreSQL runs as the postgres user
 SERVICES_PID=""
-PID_A="" PID_B="" PID_C=""
+PID_A="" PID_B="" PID_C="" PROXY_HTTP_PID="" PROXY_SDK_PID=""
 
 cleanup() {
   local rc=$?
@@ -105,6 +108,8 @@ cleanup() {
   stop_pid "$PID_C" TERM
   stop_pid "$PID_B" TERM
   stop_pid "$PID_A" TERM
+  stop_pid "$PROXY_HTTP_PID" TERM
+  stop_pid "$PROXY_SDK_PID" TERM
   # The helper's exit hooks stop radosgw, the OSD, the monitor and PostgreSQL (they take a moment).
   stop_pid "$SERVICES_PID" TERM
   # Should the helper have died without its exit hooks: the daemons by their pid files.
@@ -309,11 +314,32 @@ BLOB_KEY=$(node -e 'const u = new URL(process.argv[1]); const p = decodeURICompo
 BLOB_GET_URL=$(presign GET "$BLOB_KEY")
 got=$(curl -sS "$BLOB_GET_URL" | sha256sum | cut -d' ' -f1)
 [[ "$got" == "$PUB_HEX" ]] || die "radosgw returned other bytes for lxhub's object $BLOB_KEY"
+# Bare Node proxies of that object (no lxhub): node:http GET of a presigned URL, or the SDK's
+# GetObject body, piped into the response.
+# Not in a $(…) subshell: the proxy exits when its parent does.
+start_proxy() { # http|sdk → sets PROXY_<HOW> (its URL) and PROXY_<HOW>_PID
+  local how=$1 var i
+  var=PROXY_${how^^}
+  node "$HELPER" proxy "$how" "$BUCKET" "$BLOB_KEY" >"$RUN/proxy-$how.out" 2>>"$RUN/helper.err" &
+  printf -v "${var}_PID" '%s' $!
+  for ((i = 0; i < 200; i++)); do
+    [[ -s "$RUN/proxy-$how.out" ]] && break
+    sleep 0.1
+  done
+  [[ -s "$RUN/proxy-$how.out" ]] || die "the $how proxy did not start: $(tail -n 5 "$RUN/helper.err")"
+  printf -v "$var" '%s' "http://127.0.0.1:$(head -n1 "$RUN/proxy-$how.out")/blob"
+}
+start_proxy http
+start_proxy sdk
+for url in "$PROXY_HTTP" "$PROXY_SDK"; do
+  got=$(curl -sS "$url" | sha256sum | cut -d' ' -f1)
+  [[ "$got" == "$PUB_HEX" ]] || die "the proxy at $url served other bytes"
+done
 rm -rf "$PUB" "$PUB.parts"
 
 # --- 4. download ----------------------------------------------------------------------------------
 say "4/6 downloads of the published $MIB MiB file, $RUNS runs: A, B, C (302), raw GETs, dd read (order reversed every other run)"
-DL_A=() DL_B=() DL_C=() DL_RAW=() DL_RAW1=() DL_DD=()
+DL_A=() DL_B=() DL_C=() DL_PH=() DL_PS=() DL_RAW=() DL_RAW1=() DL_DD=()
 cat "$BLOB_A" >/dev/null # page cache, as for the pushes' sources
 CACHED_BLOB=$(cached_pct "$BLOB_A")
 download() { # url → MB/s; follows one redirect; time_total covers both requests
@@ -330,6 +356,8 @@ dl_step() {
     A) DL_A+=("$(download "$HTTP_A/$FILE_PATH" A)") ;;
     B) DL_B+=("$(download "$HTTP_B/$FILE_PATH" B)") ;;
     C) DL_C+=("$(download "$HTTP_C/$FILE_PATH" C)") ;;
+    ph) DL_PH+=("$(download "$PROXY_HTTP" ph)") ;;
+    ps) DL_PS+=("$(download "$PROXY_SDK" ps)") ;;
     raw) DL_RAW+=("$(download "$BLOB_GET_URL" raw)") ;;
     raw1) DL_RAW1+=("$(download "$RAW_GET_URL" raw1)") ;;
     dd)
@@ -341,14 +369,17 @@ dl_step() {
   esac
 }
 for ((i = 0; i < RUNS; i++)); do
-  steps=(A B C raw raw1 dd)
-  ((i % 2 == 1)) && steps=(dd raw1 raw C B A)
+  steps=(A B C ph ps raw raw1 dd)
+  ((i % 2 == 1)) && steps=(dd raw1 raw ps ph C B A)
   for step in "${steps[@]}"; do dl_step "$step"; done
-  say "   run $((i + 1)): A ${DL_A[i]}, B ${DL_B[i]}, C ${DL_C[i]}, raw GET ${DL_RAW[i]} (one-PUT object ${DL_RAW1[i]}), dd read ${DL_DD[i]} MB/s"
+  say "   run $((i + 1)): A ${DL_A[i]}, B ${DL_B[i]}, C ${DL_C[i]}, Node proxy ${DL_PH[i]} (SDK ${DL_PS[i]}), raw GET ${DL_RAW[i]} (one-PUT object ${DL_RAW1[i]}), dd read ${DL_DD[i]} MB/s"
 done
 grep -qv '^1$' "$RUN/redirects-C.txt" && die "C did not answer with exactly one redirect: $(sort -u "$RUN/redirects-C.txt" | paste -sd,)"
 grep -qv '^0$' "$RUN/redirects-B.txt" && die "B redirected instead of streaming"
 node "$HELPER" delete "$BUCKET" raw/published 2>>"$RUN/helper.err" # room in the OSD for the pushes
+stop_pid "$PROXY_HTTP_PID" TERM
+stop_pid "$PROXY_SDK_PID" TERM
+PROXY_HTTP_PID="" PROXY_SDK_PID=""
 rgw_gc
 
 # --- 5. push --------------------------------------------------------------------------------------
@@ -444,7 +475,7 @@ RESULT="$BENCH_DIR/results/storage-latest.md"
 M_PUSH_A=$(median "${PUSH_A[@]}") M_PUSH_B=$(median "${PUSH_B[@]}") M_DDW=$(median "${DDW[@]}")
 M_SHA=$(median "${SHA[@]}") M_RAWPUT=$(median "${RAWPUT[@]}")
 M_DL_A=$(median "${DL_A[@]}") M_DL_B=$(median "${DL_B[@]}") M_DL_C=$(median "${DL_C[@]}")
-M_DL_RAW=$(median "${DL_RAW[@]}") M_DL_RAW1=$(median "${DL_RAW1[@]}") M_DL_DD=$(median "${DL_DD[@]}")
+M_DL_PH=$(median "${DL_PH[@]}") M_DL_PS=$(median "${DL_PS[@]}") M_DL_RAW=$(median "${DL_RAW[@]}") M_DL_RAW1=$(median "${DL_RAW1[@]}") M_DL_DD=$(median "${DL_DD[@]}")
 HWM_A_MB=() HWM_B_MB=()
 for v in "${HWM_A[@]}"; do HWM_A_MB+=("$(kb_mb "$v")"); done
 for v in "${HWM_B[@]}"; do HWM_B_MB+=("$(kb_mb "$v")"); done
@@ -467,6 +498,7 @@ HWM_HOW="peak RSS during the push (VmHWM, reset before it through /proc/<pid>/cl
   echo "| push, B vs A | $M_PUSH_B MB/s | A: $M_PUSH_A MB/s | $(ratio "$M_PUSH_B" "$M_PUSH_A") |"
   echo "| download, A (streams the blob file, page cache) | $M_DL_A MB/s | dd bs=4M of the blob file to /dev/null: $M_DL_DD MB/s | $(ratio "$M_DL_A" "$M_DL_DD") |"
   echo "| download, B (streams the object from radosgw) | $M_DL_B MB/s | curl of a presigned GET URL of the same object: $M_DL_RAW MB/s | $(ratio "$M_DL_B" "$M_DL_RAW") |"
+  echo "| same download vs a bare Node proxy (node:http GET of a presigned URL piped into the response) | $M_DL_B MB/s | bare proxy: $M_DL_PH MB/s (with the SDK's GetObject: $M_DL_PS MB/s) | $(ratio "$M_DL_B" "$M_DL_PH") |"
   echo "| download, C (--blobs-redirect: 302, then radosgw; curl -L) | $M_DL_C MB/s | curl of a presigned GET URL of the same object: $M_DL_RAW MB/s | $(ratio "$M_DL_C" "$M_DL_RAW") |"
   echo "| (radosgw alone: the same bytes stored by one PUT) | — | curl of a presigned GET URL: $M_DL_RAW1 MB/s | — |"
   echo "| peak RSS of A during a push (median, max) | $(median "${HWM_A_MB[@]}") MB, $(max_of "${HWM_A_MB[@]}") MB | — | — |"
@@ -475,10 +507,10 @@ HWM_HOW="peak RSS during the push (VmHWM, reset before it through /proc/<pid>/cl
   echo "Details:"
   echo
   echo "- push MB/s per run: A ${PUSH_A[*]} / B ${PUSH_B[*]} / sha256sum ${SHA[*]} / dd conv=fsync ${DDW[*]} / S3 PUT ${RAWPUT[*]}"
-  echo "- download MB/s per run: A ${DL_A[*]} / B ${DL_B[*]} / C ${DL_C[*]} / raw GET of lxhub's object ${DL_RAW[*]} / raw GET of the one-PUT object ${DL_RAW1[*]} / dd read ${DL_DD[*]}"
+  echo "- download MB/s per run: A ${DL_A[*]} / B ${DL_B[*]} / C ${DL_C[*]} / bare Node proxy ${DL_PH[*]} / bare SDK proxy ${DL_PS[*]} / raw GET of lxhub's object ${DL_RAW[*]} / raw GET of the one-PUT object ${DL_RAW1[*]} / dd read ${DL_DD[*]}"
   echo "- where a push's time went (server request log, medians): A $SPLIT_A; B $SPLIT_B"
   echo "- memory: $HWM_HOW, MB per run: A ${HWM_A_MB[*]} / B ${HWM_B_MB[*]}"
-  echo "- order within a run: A, B, C, raw GETs, dd read (downloads) and A, B, dd, sha256sum, S3 PUT (pushes), reversed every other run"
+  echo "- order within a run: A, B, C, Node proxies, raw GETs, dd read (downloads) and A, B, dd, sha256sum, S3 PUT (pushes), reversed every other run"
   echo "- page cache: each push file ${CACHED} resident before its run; A's published blob ${CACHED_BLOB} before the downloads"
   echo "- start-up of the services: $START_MS"
 } >"$RESULT.new"
