@@ -11,6 +11,9 @@
 //     prints a presigned URL (GET or PUT) for KEY, for curl to time the raw object store.
 //   node bench/storage-services.mjs delete BUCKET KEY
 //     deletes one object (the raw uploads, so the 2 GiB memstore OSD does not fill up).
+//   node bench/storage-services.mjs multipart BUCKET KEY FILE PART_MIB IN_FLIGHT
+//     uploads FILE with the SDK's multipart upload (@aws-sdk/lib-storage: parts of PART_MIB MiB,
+//     IN_FLIGHT of them at a time) and prints the milliseconds it took (start-up not included).
 //   node bench/storage-services.mjs proxy http|sdk BUCKET KEY
 //     a bare node:http server on a free loopback port (printed as one line) that answers every
 //     GET with the object, streamed from radosgw: `http` pipes a node:http GET of a presigned URL
@@ -18,12 +21,14 @@
 //     What proxying in Node costs without lxhub; stays alive as `start` does.
 // The presign and delete commands take the endpoint from S3_ENDPOINT and the credentials from
 // AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION.
+import { createReadStream } from "node:fs";
 import http from "node:http";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setInterval } from "node:timers";
 
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 
 const [command, ...args] = process.argv.slice(2);
@@ -147,7 +152,28 @@ async function proxy([how, bucket, key]) {
   console.log(server.address().port);
 }
 
+async function multipart([bucket, key, file, partMib, inFlight]) {
+  if (!bucket || !key || !file || !(Number(partMib) >= 5) || !(Number(inFlight) >= 1)) {
+    throw new Error("usage: multipart BUCKET KEY FILE PART_MIB IN_FLIGHT (PART_MIB >= 5)");
+  }
+  const s3 = client();
+  try {
+    const t0 = process.hrtime.bigint();
+    const upload = new Upload({
+      client: s3,
+      params: { Bucket: bucket, Key: key, Body: createReadStream(file) },
+      partSize: Number(partMib) * 1024 * 1024,
+      queueSize: Number(inFlight),
+    });
+    await upload.done();
+    console.log(Number(process.hrtime.bigint() - t0) / 1e6);
+  } finally {
+    s3.destroy();
+  }
+}
+
 const commands = {
+  multipart: () => multipart(args),
   start: () => start(),
   presign: () => presign(args),
   delete: () => remove(args),
@@ -156,7 +182,7 @@ const commands = {
 const run = commands[command ?? ""];
 if (!run) {
   console.error(
-    "usage: node bench/storage-services.mjs start | presign GET|PUT BUCKET KEY | delete BUCKET KEY | proxy http|sdk BUCKET KEY",
+    "usage: node bench/storage-services.mjs start | presign GET|PUT BUCKET KEY | delete BUCKET KEY | multipart BUCKET KEY FILE PART_MIB IN_FLIGHT | proxy http|sdk BUCKET KEY",
   );
   process.exit(2);
 }

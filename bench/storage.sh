@@ -29,12 +29,15 @@
 #      the bytes from A, B, C and radosgw are checked against the digest once. Downloads come
 #      before pushes so that `raw/published` is gone again when the pushes fill the OSD;
 #   5. push, BENCH_RUNS runs, each with a NEW random file (nothing can be deduplicated), the
-#      order of the five steps reversed every other run:
+#      order of the steps reversed every other run:
 #        A push   through the API with curl: POST /api/v1/uploads, 64 MiB PATCHes, commit
 #        B push   the same against B
 #        dd       dd bs=4M conv=fsync of the file into A's data folder (the disk's durable write)
 #        sha256   sha256sum of the file (what A must compute as well)
 #        S3 PUT   curl -T of the file to a presigned PUT URL of radosgw (one request)
+#        SDK      multipart uploads of the file with @aws-sdk/lib-storage, 8 MiB parts (B's part
+#                 size), one part in flight (as B sends them) and four (the SDK's default);
+#                 timed inside node, start-up not included
 #      The peak RSS of A and B during each of their pushes: VmHWM after the push, reset before it
 #      by writing 5 to /proc/<pid>/clear_refs (falls back to the peak since start when refused).
 #      Deleted objects (the raw PUT, B's committed session) are reclaimed at once with
@@ -387,8 +390,8 @@ rgw_gc
 HWM_RESET=yes
 reset_hwm() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || HWM_RESET=no; }
 hwm_kb() { awk '$1 == "VmHWM:" { print $2 }' "/proc/$1/status"; }
-say "5/6 push of new $MIB MiB files, $RUNS runs: A, B, dd conv=fsync, sha256sum, S3 PUT (order reversed every other run)"
-PUSH_A=() PUSH_B=() DDW=() SHA=() RAWPUT=() HWM_A=() HWM_B=() CACHED=""
+say "5/6 push of new $MIB MiB files, $RUNS runs: A, B, dd conv=fsync, sha256sum, S3 PUT, SDK multipart (order reversed every other run)"
+PUSH_A=() PUSH_B=() DDW=() SHA=() RAWPUT=() MP1=() MP4=() HWM_A=() HWM_B=() CACHED=""
 push_step() { # step file hex
   local step=$1 f=$2 hex=$3 t0 t1 url code got
   case $step in
@@ -430,6 +433,14 @@ push_step() { # step file hex
       node "$HELPER" delete "$BUCKET" raw/push 2>>"$RUN/helper.err"
       rgw_gc
       ;;
+    mp1 | mp4)
+      local ms
+      ms=$(node "$HELPER" multipart "$BUCKET" raw/multipart "$f" 8 "${step#mp}" 2>>"$RUN/helper.err") ||
+        die "SDK multipart upload failed: $(tail -n 5 "$RUN/helper.err")"
+      if [[ $step == mp1 ]]; then MP1+=("$(mbps "$SIZE" "$(awk -v m="$ms" 'BEGIN { printf "%.0f", m * 1e6 }')")"); else MP4+=("$(mbps "$SIZE" "$(awk -v m="$ms" 'BEGIN { printf "%.0f", m * 1e6 }')")"); fi
+      node "$HELPER" delete "$BUCKET" raw/multipart 2>>"$RUN/helper.err"
+      rgw_gc
+      ;;
   esac
 }
 for ((i = 0; i < RUNS; i++)); do
@@ -437,11 +448,11 @@ for ((i = 0; i < RUNS; i++)); do
   random_file "$f"
   hex=$(hex_of "$f")
   CACHED+="${CACHED:+, }$(cached_pct "$f")"
-  steps=(A B dd sha put)
-  ((i % 2 == 1)) && steps=(put sha dd B A)
+  steps=(A B dd sha put mp1 mp4)
+  ((i % 2 == 1)) && steps=(mp4 mp1 put sha dd B A)
   for step in "${steps[@]}"; do push_step "$step" "$f" "$hex"; done
   rm -rf "$f" "$f.parts"
-  say "   run $((i + 1)): A ${PUSH_A[i]}, B ${PUSH_B[i]}, dd ${DDW[i]}, sha256sum ${SHA[i]}, S3 PUT ${RAWPUT[i]} MB/s"
+  say "   run $((i + 1)): A ${PUSH_A[i]}, B ${PUSH_B[i]}, dd ${DDW[i]}, sha256sum ${SHA[i]}, S3 PUT ${RAWPUT[i]}, SDK multipart ${MP1[i]} (4 parts in flight ${MP4[i]}) MB/s"
 done
 
 # --- 6. results -----------------------------------------------------------------------------------
@@ -473,7 +484,7 @@ SPLIT_B=$(split_of B)
 RESULT="$BENCH_DIR/results/storage-latest.md"
 [[ "$MIB/$RUNS" != 256/3 ]] && RESULT="$BENCH_DIR/results/tmp/storage-trial.md"
 M_PUSH_A=$(median "${PUSH_A[@]}") M_PUSH_B=$(median "${PUSH_B[@]}") M_DDW=$(median "${DDW[@]}")
-M_SHA=$(median "${SHA[@]}") M_RAWPUT=$(median "${RAWPUT[@]}")
+M_SHA=$(median "${SHA[@]}") M_RAWPUT=$(median "${RAWPUT[@]}") M_MP1=$(median "${MP1[@]}") M_MP4=$(median "${MP4[@]}")
 M_DL_A=$(median "${DL_A[@]}") M_DL_B=$(median "${DL_B[@]}") M_DL_C=$(median "${DL_C[@]}")
 M_DL_PH=$(median "${DL_PH[@]}") M_DL_PS=$(median "${DL_PS[@]}") M_DL_RAW=$(median "${DL_RAW[@]}") M_DL_RAW1=$(median "${DL_RAW1[@]}") M_DL_DD=$(median "${DL_DD[@]}")
 HWM_A_MB=() HWM_B_MB=()
@@ -495,6 +506,7 @@ HWM_HOW="peak RSS during the push (VmHWM, reset before it through /proc/<pid>/cl
   echo "| push, A (SQLite + data folder): curl, 64 MiB PATCHes + commit | $M_PUSH_A MB/s | sha256sum: $M_SHA MB/s | $(ratio "$M_PUSH_A" "$M_SHA") |"
   echo "| same push vs the disk's durable write | $M_PUSH_A MB/s | dd bs=4M conv=fsync: $M_DDW MB/s | $(ratio "$M_PUSH_A" "$M_DDW") |"
   echo "| push, B (PostgreSQL + S3): curl, 64 MiB PATCHes + commit | $M_PUSH_B MB/s | curl -T to a presigned PUT URL: $M_RAWPUT MB/s | $(ratio "$M_PUSH_B" "$M_RAWPUT") |"
+  echo "| same push vs the SDK's multipart upload, 8 MiB parts one at a time (as B sends them) | $M_PUSH_B MB/s | @aws-sdk/lib-storage, queueSize 1: $M_MP1 MB/s (queueSize 4: $M_MP4 MB/s) | $(ratio "$M_PUSH_B" "$M_MP1") |"
   echo "| push, B vs A | $M_PUSH_B MB/s | A: $M_PUSH_A MB/s | $(ratio "$M_PUSH_B" "$M_PUSH_A") |"
   echo "| download, A (streams the blob file, page cache) | $M_DL_A MB/s | dd bs=4M of the blob file to /dev/null: $M_DL_DD MB/s | $(ratio "$M_DL_A" "$M_DL_DD") |"
   echo "| download, B (streams the object from radosgw) | $M_DL_B MB/s | curl of a presigned GET URL of the same object: $M_DL_RAW MB/s | $(ratio "$M_DL_B" "$M_DL_RAW") |"
@@ -506,11 +518,11 @@ HWM_HOW="peak RSS during the push (VmHWM, reset before it through /proc/<pid>/cl
   echo
   echo "Details:"
   echo
-  echo "- push MB/s per run: A ${PUSH_A[*]} / B ${PUSH_B[*]} / sha256sum ${SHA[*]} / dd conv=fsync ${DDW[*]} / S3 PUT ${RAWPUT[*]}"
+  echo "- push MB/s per run: A ${PUSH_A[*]} / B ${PUSH_B[*]} / sha256sum ${SHA[*]} / dd conv=fsync ${DDW[*]} / S3 PUT ${RAWPUT[*]} / SDK multipart ${MP1[*]} / SDK multipart, 4 in flight ${MP4[*]}"
   echo "- download MB/s per run: A ${DL_A[*]} / B ${DL_B[*]} / C ${DL_C[*]} / bare Node proxy ${DL_PH[*]} / bare SDK proxy ${DL_PS[*]} / raw GET of lxhub's object ${DL_RAW[*]} / raw GET of the one-PUT object ${DL_RAW1[*]} / dd read ${DL_DD[*]}"
   echo "- where a push's time went (server request log, medians): A $SPLIT_A; B $SPLIT_B"
   echo "- memory: $HWM_HOW, MB per run: A ${HWM_A_MB[*]} / B ${HWM_B_MB[*]}"
-  echo "- order within a run: A, B, C, Node proxies, raw GETs, dd read (downloads) and A, B, dd, sha256sum, S3 PUT (pushes), reversed every other run"
+  echo "- order within a run: A, B, C, Node proxies, raw GETs, dd read (downloads) and A, B, dd, sha256sum, S3 PUT, SDK multipart (pushes), reversed every other run"
   echo "- page cache: each push file ${CACHED} resident before its run; A's published blob ${CACHED_BLOB} before the downloads"
   echo "- start-up of the services: $START_MS"
 } >"$RESULT.new"
