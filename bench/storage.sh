@@ -49,10 +49,13 @@
 # Knobs (environment): BENCH_MIB (file size, default 256; the memstore OSD holds 2 GiB, so
 # (BENCH_RUNS + 3) × BENCH_MIB MiB must stay under 1600: B keeps every pushed blob, and a push
 # holds its session's object and the copy at the content address at once), BENCH_RUNS (default 3),
-# BENCH_KEEP=1 keeps the temp folder. Needs: node, curl, dd, sha256sum, split, awk, findmnt;
-# PostgreSQL (initdb, pg_ctl) and Ceph (ceph-mon, ceph-osd, radosgw, ceph-common) as the tests
-# use them; root (PostgreSQL runs as the postgres user, /proc/<pid>/clear_refs). Results are
-# discussed in docs/performance.md, section "S3 and PostgreSQL".
+# BENCH_S3_PART_MIB (B's S3 part size, as `partSize=` in its s3:// URL, and the SDK baseline's;
+# default 8, lxhub's default), BENCH_KEEP=1 keeps the temp folder. Only a run with the defaults
+# writes bench/results/storage-latest.md. Needs: node, curl, dd, sha256sum, split, tar, xz, awk,
+# findmnt, runuser; PostgreSQL (initdb, pg_ctl) and Ceph (ceph-mon, ceph-osd, radosgw,
+# ceph-common) as the tests use them; root (PostgreSQL runs as the postgres user,
+# /proc/<pid>/clear_refs). Started in the background from a script, bash ignores SIGINT: stop
+# such a run with SIGTERM. Results are discussed in docs/performance.md, "S3 and PostgreSQL".
 set -euo pipefail
 umask 022
 export LC_ALL=C
@@ -65,6 +68,7 @@ CLI="$ROOT/dist/cli/main.js"
 HELPER="$BENCH_DIR/storage-services.mjs"
 MIB=${BENCH_MIB:-256}
 RUNS=${BENCH_RUNS:-3}
+PART_MIB=${BENCH_S3_PART_MIB:-8} # lxhub's S3 part size (its default: 8 MiB), and the SDK baseline's
 SIZE=$((MIB * 1024 * 1024))
 CHUNK=$((64 * 1024 * 1024))
 
@@ -92,6 +96,7 @@ else
 fi
 [[ "$MIB" =~ ^[0-9]+$ && "$MIB" -ge 1 ]] || die "BENCH_MIB must be a positive integer"
 [[ "$RUNS" =~ ^[0-9]+$ && "$RUNS" -ge 1 ]] || die "BENCH_RUNS must be a positive integer"
+[[ "$PART_MIB" =~ ^[0-9]+$ && "$PART_MIB" -ge 5 ]] || die "BENCH_S3_PART_MIB must be an integer of at least 5 (S3's smallest part)"
 (((RUNS + 3) * MIB <= 1600)) || die "(BENCH_RUNS + 3) × BENCH_MIB = $(((RUNS + 3) * MIB)) MiB would not fit the 2 GiB memstore OSD of the test gateway (at most 1600)"
 
 mkdir -p "$BENCH_DIR/results/tmp"
@@ -189,6 +194,7 @@ CEPH_CONF=$(ls "$SVC_TMP"/lxhub-ceph-*/ceph.conf 2>/dev/null | head -n1)
 # default: run it now (untimed), so deleted uploads leave room in the 2 GiB memstore OSD.
 rgw_gc() { radosgw-admin -c "$CEPH_CONF" gc process --include-all >>"$RUN/gc.log" 2>&1 || say "warning: radosgw-admin gc process failed (see gc.log)"; }
 BLOBS_URL="s3://$BUCKET/lxhub/?endpoint=$S3_ENDPOINT&region=$AWS_REGION&forcePathStyle=true"
+[[ "$PART_MIB" == 8 ]] || BLOBS_URL+="&partSize=$((PART_MIB * 1024 * 1024))"
 say "   $START_MS; bucket $BUCKET at $S3_ENDPOINT"
 
 # --- 2. lxhub servers -----------------------------------------------------------------------------
@@ -435,7 +441,7 @@ push_step() { # step file hex
       ;;
     mp1 | mp4)
       local ms
-      ms=$(node "$HELPER" multipart "$BUCKET" raw/multipart "$f" 8 "${step#mp}" 2>>"$RUN/helper.err") ||
+      ms=$(node "$HELPER" multipart "$BUCKET" raw/multipart "$f" "$PART_MIB" "${step#mp}" 2>>"$RUN/helper.err") ||
         die "SDK multipart upload failed: $(tail -n 5 "$RUN/helper.err")"
       if [[ $step == mp1 ]]; then MP1+=("$(mbps "$SIZE" "$(awk -v m="$ms" 'BEGIN { printf "%.0f", m * 1e6 }')")"); else MP4+=("$(mbps "$SIZE" "$(awk -v m="$ms" 'BEGIN { printf "%.0f", m * 1e6 }')")"); fi
       node "$HELPER" delete "$BUCKET" raw/multipart 2>>"$RUN/helper.err"
@@ -482,7 +488,7 @@ split_of() { # server → "PATCHes X s, commit Y s" (medians)
 SPLIT_A=$(split_of A)
 SPLIT_B=$(split_of B)
 RESULT="$BENCH_DIR/results/storage-latest.md"
-[[ "$MIB/$RUNS" != 256/3 ]] && RESULT="$BENCH_DIR/results/tmp/storage-trial.md"
+[[ "$MIB/$RUNS/$PART_MIB" != 256/3/8 ]] && RESULT="$BENCH_DIR/results/tmp/storage-trial.md"
 M_PUSH_A=$(median "${PUSH_A[@]}") M_PUSH_B=$(median "${PUSH_B[@]}") M_DDW=$(median "${DDW[@]}")
 M_SHA=$(median "${SHA[@]}") M_RAWPUT=$(median "${RAWPUT[@]}") M_MP1=$(median "${MP1[@]}") M_MP4=$(median "${MP4[@]}")
 M_DL_A=$(median "${DL_A[@]}") M_DL_B=$(median "${DL_B[@]}") M_DL_C=$(median "${DL_C[@]}")
@@ -499,14 +505,14 @@ HWM_HOW="peak RSS during the push (VmHWM, reset before it through /proc/<pid>/cl
   echo "curl $CURL_V, Ceph $CEPH_V (radosgw, one memstore OSD: objects in RAM), PostgreSQL $PG_V (fsync=off)."
   echo "lxhub commit $COMMIT (plus uncommitted changes, if any). Load average (1, 5, 15 min) $LOAD_START at"
   echo "the start, $LOAD_END at the end. Command: \`npm run bench:storage\`. File: $MIB MiB of random bytes"
-  echo "(a new one per push run). MB = 10^6 bytes; medians of $RUNS runs."
+  echo "(a new one per push run); B's S3 part size $PART_MIB MiB. MB = 10^6 bytes; medians of $RUNS runs."
   echo
   echo "| measurement | lxhub | baseline | ratio |"
   echo "|---|---|---|---|"
   echo "| push, A (SQLite + data folder): curl, 64 MiB PATCHes + commit | $M_PUSH_A MB/s | sha256sum: $M_SHA MB/s | $(ratio "$M_PUSH_A" "$M_SHA") |"
   echo "| same push vs the disk's durable write | $M_PUSH_A MB/s | dd bs=4M conv=fsync: $M_DDW MB/s | $(ratio "$M_PUSH_A" "$M_DDW") |"
   echo "| push, B (PostgreSQL + S3): curl, 64 MiB PATCHes + commit | $M_PUSH_B MB/s | curl -T to a presigned PUT URL: $M_RAWPUT MB/s | $(ratio "$M_PUSH_B" "$M_RAWPUT") |"
-  echo "| same push vs the SDK's multipart upload, 8 MiB parts one at a time (as B sends them) | $M_PUSH_B MB/s | @aws-sdk/lib-storage, queueSize 1: $M_MP1 MB/s (queueSize 4: $M_MP4 MB/s) | $(ratio "$M_PUSH_B" "$M_MP1") |"
+  echo "| same push vs the SDK's multipart upload, $PART_MIB MiB parts one at a time (as B sends them) | $M_PUSH_B MB/s | @aws-sdk/lib-storage, queueSize 1: $M_MP1 MB/s (queueSize 4: $M_MP4 MB/s) | $(ratio "$M_PUSH_B" "$M_MP1") |"
   echo "| push, B vs A | $M_PUSH_B MB/s | A: $M_PUSH_A MB/s | $(ratio "$M_PUSH_B" "$M_PUSH_A") |"
   echo "| download, A (streams the blob file, page cache) | $M_DL_A MB/s | dd bs=4M of the blob file to /dev/null: $M_DL_DD MB/s | $(ratio "$M_DL_A" "$M_DL_DD") |"
   echo "| download, B (streams the object from radosgw) | $M_DL_B MB/s | curl of a presigned GET URL of the same object: $M_DL_RAW MB/s | $(ratio "$M_DL_B" "$M_DL_RAW") |"
