@@ -1,4 +1,5 @@
 import { createHash, type Hash } from "node:crypto";
+import { createSHA256, type IHasher } from "hash-wasm";
 import { Transform, type Readable } from "node:stream";
 import {
   DigestMismatchError,
@@ -30,9 +31,43 @@ const MAX_PREFIX_BYTES = 64 * 1024 * 1024;
 /** sha256(prefix ‖ bytes so far) of a session opened with a prefix blob (a metadata tarball). */
 interface PrefixState {
   prefix: string;
-  hash: Hash;
+  hash: RunningHash;
   /** Session bytes fed to `hash`; the state is dropped when this stops matching the session offset. */
   bytes: number;
+}
+
+/** A sha256 in progress; `save` only where the state must outlive the process (replicas). */
+interface RunningHash {
+  update(chunk: Buffer): void;
+  hex(): string;
+  save?(): string;
+}
+
+/** Node's native sha256 (one process: the state stays in memory). */
+function nativeHash(h: Hash = createHash("sha256")): RunningHash {
+  return { update: (c) => void h.update(c), hex: () => h.copy().digest("hex") };
+}
+
+/** hash-wasm's sha256, whose state can be saved and loaded again on another replica. */
+function savableHash(h: IHasher): RunningHash {
+  return {
+    update: (c) => void h.update(c),
+    hex: () => {
+      const state = h.save();
+      const hex = h.digest("hex");
+      h.load(state);
+      return hex;
+    },
+    save: () => Buffer.from(h.save()).toString("base64"),
+  };
+}
+
+/** What the catalog keeps of a prefix state (upload_sessions.prefix_state). */
+interface SavedPrefix {
+  prefix: string;
+  bytes: number;
+  /** hash-wasm sha256 state, base64. */
+  state: string;
 }
 
 /** What one token may hold in open upload sessions (docs/limits.md). */
@@ -49,7 +84,11 @@ export const UPLOAD_QUOTA_DEFAULTS: UploadQuota = {
 };
 
 export class UploadService {
-  /** In-memory only: after a restart the state is gone and publishing computes the hash itself. */
+  /**
+   * One process: in memory only (after a restart the state is gone and publishing computes the
+   * hash itself). With replicas (a shared catalog) each append also saves it in the session's
+   * catalog row, so the next chunk, or the commit, may land on another replica.
+   */
   private readonly prefixed = new Map<string, PrefixState>();
   private readonly quota: UploadQuota;
 
@@ -95,7 +134,7 @@ export class UploadService {
       if (!info)
         throw new LxhubError("BLOB_UNKNOWN", `prefix blob ${prefix} was never uploaded`, { digest: prefix });
       if (info.size <= MAX_PREFIX_BYTES) {
-        const hash = createHash("sha256");
+        const hash = this.catalog.shared ? savableHash(await createSHA256()) : nativeHash();
         for await (const chunk of await this.blobs.read(prefix)) hash.update(chunk as Buffer);
         prefixState = { prefix, hash, bytes: 0 };
       }
@@ -119,6 +158,7 @@ export class UploadService {
         createdAt: new Date().toISOString(),
         createdBy: owner,
         expiresAt,
+        prefixState: prefixState ? savedPrefix(prefixState) : null,
       });
     } catch (err) {
       // No session file without its record (a full disk fails the insert).
@@ -187,7 +227,7 @@ export class UploadService {
       );
     if (quotaRoom <= 0) throw overQuota();
     const room = Math.min(blobRoom, quotaRoom);
-    const pre = this.prefixed.get(id);
+    const pre = await this.prefixOf(id, offset);
     let source: Readable = body;
     if (pre && pre.bytes === offset) {
       const tap = new Transform({
@@ -208,9 +248,14 @@ export class UploadService {
     }
     try {
       const next = await this.blobs.append(id, offset, source, room).finally(async () => {
+        if (!pre) return;
         // Bytes that passed the tap but were not written (a failed append) spoil the hash.
-        if (pre && pre.bytes !== (await this.blobs.uploadState(id).catch(() => null))?.offset) {
-          this.prefixed.delete(id);
+        const kept = pre.bytes === (await this.blobs.uploadState(id).catch(() => null))?.offset;
+        if (!kept) this.prefixed.delete(id);
+        if (this.catalog.shared) {
+          await this.catalog.uploads.savePrefixState(id, kept ? savedPrefix(pre) : null).catch(() => {
+            this.prefixed.delete(id);
+          });
         }
       });
       const expiresAt = this.expiry();
@@ -252,12 +297,11 @@ export class UploadService {
       if (err instanceof DigestMismatchError) await this.catalog.uploads.delete(id);
       throw mapStoreError(err);
     }
-    const pre = this.prefixed.get(id);
+    const pre = await this.prefixOf(id, info.size).catch(() => null);
     this.prefixed.delete(id);
     try {
       await this.catalog.images.recordBlob(info.digest, info.size);
-      if (pre && pre.bytes === info.size)
-        await this.catalog.images.recordCombined(pre.prefix, info.digest, pre.hash.digest("hex"));
+      if (pre) await this.catalog.images.recordCombined(pre.prefix, info.digest, pre.hash.hex());
       await this.catalog.uploads.delete(id);
       await this.catalog.audit.record({
         actor,
@@ -269,6 +313,35 @@ export class UploadService {
       throw mapStoreError(err);
     }
     return info;
+  }
+
+  /**
+   * The session's prefix hash when it covers exactly `offset` bytes: this process's, or, with
+   * replicas, the one the last append saved in the catalog (from whichever replica took it).
+   */
+  private async prefixOf(id: string, offset: number): Promise<PrefixState | null> {
+    const here = this.prefixed.get(id);
+    if (here && here.bytes === offset) return here;
+    if (!this.catalog.shared) return null;
+    const text = (await this.catalog.uploads.get(id))?.prefixState;
+    if (!text) return null;
+    let saved: SavedPrefix;
+    try {
+      saved = JSON.parse(text) as SavedPrefix;
+    } catch {
+      return null; // not ours to trust: publishing computes the hash itself
+    }
+    if (saved.bytes !== offset || typeof saved.state !== "string" || !DIGEST_RE.test(saved.prefix))
+      return null;
+    const hasher = await createSHA256();
+    try {
+      hasher.load(new Uint8Array(Buffer.from(saved.state, "base64")));
+    } catch {
+      return null;
+    }
+    const state: PrefixState = { prefix: saved.prefix, hash: savableHash(hasher), bytes: saved.bytes };
+    this.prefixed.set(id, state);
+    return state;
   }
 
   async cancel(id: string): Promise<void> {
@@ -292,6 +365,13 @@ export class UploadService {
     }
     return n;
   }
+}
+
+function savedPrefix(p: PrefixState): string | null {
+  const state = p.hash.save?.();
+  return state === undefined
+    ? null
+    : JSON.stringify({ prefix: p.prefix, bytes: p.bytes, state } satisfies SavedPrefix);
 }
 
 /** The data folder's storage is full: no space (ENOSPC), over a disk quota (EDQUOT), or SQLite could not grow. */

@@ -161,7 +161,23 @@ const sharedState: Migration = {
   },
 };
 
-const MIGRATIONS: Migration[] = [initial, combinedHashes, sharedState];
+const prefixState: Migration = {
+  name: "0004_upload_prefix_state",
+  async up(knex) {
+    // With replicas, the running sha256(prefix ‖ bytes so far) of a session opened with a prefix,
+    // saved after each append so the next chunk may land on another replica (JSON, or null).
+    await knex.schema.alterTable("upload_sessions", (t) => {
+      t.text("prefix_state").nullable();
+    });
+  },
+  async down(knex) {
+    await knex.schema.alterTable("upload_sessions", (t) => {
+      t.dropColumn("prefix_state");
+    });
+  },
+};
+
+const MIGRATIONS: Migration[] = [initial, combinedHashes, sharedState, prefixState];
 
 /** knex migration source over the steps above (no files on disk to go missing). */
 export const migrationSource: Knex.MigrationSource<Migration> = {

@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 
+import pg from "pg";
 import { api, uploadFile, versionPath } from "../support/api.js";
 import { createDatabase, ensurePostgres } from "../support/postgres.js";
 import { createTestBucket, ensureRgw, type Rgw } from "../support/rgw.js";
@@ -170,6 +171,50 @@ describe("replicas on one PostgreSQL and one S3 bucket", { timeout: 15 * 60_000 
           }
         }
       }
+    }
+  });
+
+  it("an upload opened with a prefix on A, continued on B and committed on A keeps the fingerprint hash it ran", async () => {
+    const meta = Buffer.from(`metadata ${Date.now()}`);
+    const root = Buffer.from(Array.from({ length: 300_000 }, (_, i) => i % 251));
+    const metaDigest = `sha256:${sha(meta)}`;
+    const up = await api(a.httpUrl, "POST", "/api/v1/uploads", { token, body: undefined });
+    assert.equal(up.status, 201, up.text);
+    // The metadata blob first, then a session with it as the prefix.
+    const loc0 = String(up.json?.location);
+    await api(a.httpUrl, "PATCH", loc0, {
+      token,
+      body: meta,
+      headers: { "content-range": `bytes 0-${meta.length - 1}/${meta.length}` },
+    });
+    assert.equal((await api(a.httpUrl, "PUT", `${loc0}?digest=${metaDigest}`, { token })).status, 201);
+    const open = await api(a.httpUrl, "POST", `/api/v1/uploads?prefix=${metaDigest}`, { token });
+    assert.equal(open.status, 201, open.text);
+    const loc = String(open.json?.location);
+    const parts = [root.subarray(0, 100_000), root.subarray(100_000, 200_001), root.subarray(200_001)];
+    let at = 0;
+    for (const [i, part] of parts.entries()) {
+      const via = i === 1 ? b : a;
+      const r = await api(via.httpUrl, "PATCH", loc, {
+        token,
+        body: part,
+        headers: { "content-range": `bytes ${at}-${at + part.length - 1}/*` },
+      });
+      assert.equal(r.status, 202, r.text);
+      at += part.length;
+    }
+    const rootDigest = `sha256:${sha(root)}`;
+    assert.equal((await api(b.httpUrl, "PUT", `${loc}?digest=${rootDigest}`, { token })).status, 201);
+    const client = new pg.Client({ connectionString: db });
+    await client.connect();
+    try {
+      const row = await client.query<{ sha256: string }>(
+        "select sha256 from combined_hashes where meta_digest = $1 and root_digest = $2",
+        [metaDigest, rootDigest],
+      );
+      assert.equal(row.rows[0]?.sha256, sha(Buffer.concat([meta, root])));
+    } finally {
+      await client.end();
     }
   });
 

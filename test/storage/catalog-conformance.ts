@@ -198,6 +198,9 @@ export function catalogConformance(name: string, make: () => Promise<CatalogFixt
       assert.deepEqual(await c.uploads.expired(new Date(t0.getTime() + 1)), ["sess-bbbb"]);
       await c.uploads.touch("sess-bbbb", later);
       assert.deepEqual(await c.uploads.expired(new Date(t0.getTime() + 1)), []);
+      assert.equal((await c.uploads.get("sess-aaaa"))?.prefixState, null);
+      await c.uploads.savePrefixState("sess-aaaa", '{"bytes":3}');
+      assert.equal((await c.uploads.get("sess-aaaa"))?.prefixState, '{"bytes":3}');
       await c.uploads.delete("sess-aaaa");
       assert.equal(await c.uploads.get("sess-aaaa"), null);
     });
