@@ -174,7 +174,7 @@ describe("replicas on one PostgreSQL and one S3 bucket", { timeout: 15 * 60_000 
     }
   });
 
-  it("an upload opened with a prefix on A, continued on B and committed on A keeps the fingerprint hash it ran", async () => {
+  it("an upload opened with a prefix on A, its chunks spread over A and B, committed on B, keeps the fingerprint hash it ran", async () => {
     const meta = Buffer.from(`metadata ${Date.now()}`);
     const root = Buffer.from(Array.from({ length: 300_000 }, (_, i) => i % 251));
     const metaDigest = `sha256:${sha(meta)}`;
