@@ -1,19 +1,22 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
-import os from "node:os";
+import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { readImageMetadata } from "../image/metadata.js";
 import { distroArch } from "../simplestreams/arch.js";
 import type { ImageMetadata, PublishableFtype } from "../simplestreams/types.js";
 import { isValidVersionKey, versionFromDate } from "../simplestreams/version.js";
-import { HttpClient, HttpError, describeConnectionError, encodePath, isTransient } from "./http.js";
+import { HttpError, describeConnectionError } from "./http.js";
+import { HttpPublisher, type Product, type Publisher, type PutProgress } from "./publisher.js";
+
+export { UploadStateStore, defaultStateDir, type Product, type UploadRecord } from "./publisher.js";
 
 /**
- * `lxhub push`: publish a distrobuilder output folder to an lxhub server through its publish API
- * (openapi.yaml): hash each file, skip blobs the server already has, upload the rest in resumable
- * chunks, then create the version from the digests. The server re-hashes every byte, checks
- * metadata.yaml against the product and computes the image fingerprints itself.
+ * `lxhub push`: publish a distrobuilder output folder through a `Publisher` (client/publisher.ts;
+ * by default over a server's publish API, openapi.yaml): hash each file, skip blobs the target
+ * already has, upload the rest (in resumable chunks over HTTP), then create the version from the
+ * digests. The target re-hashes every byte, checks metadata.yaml against the product and computes
+ * the image fingerprints itself.
  */
 
 /** Files distrobuilder writes, by name, and the ftype each is published as (simplestreams.md §3.1). */
@@ -26,14 +29,6 @@ const ROOT_FILES: ReadonlyArray<readonly [string, PublishableFtype]> = [
 const VM_FTYPES: ReadonlySet<string> = new Set(["disk-kvm.img", "disk1.img", "uefi1.img"]);
 
 const MiB = 1024 * 1024;
-/**
- * Bytes per PATCH. The server fsyncs at the end of each, and the client waits for that answer
- * before the next chunk, so fewer, larger chunks overlap network and disk better (1 GiB on
- * loopback: 4.56 s with 32 MiB chunks, 4.09 s with 256 MiB). A dropped chunk is not resent whole:
- * the client asks the server's offset and goes on from there.
- */
-const DEFAULT_CHUNK = 256 * MiB;
-const PUBLISH_TIMEOUT_MS = 15 * 60 * 1000;
 
 export interface ImageFile {
   /** Name in the folder, kept as the published file name. */
@@ -43,28 +38,17 @@ export interface ImageFile {
   size: number;
 }
 
-export interface Product {
-  os: string;
-  release: string;
-  /** Debian-style, as published (e.g. `amd64`). */
-  arch: string;
-  variant: string;
-}
-
+/** `skip` and `upload` come from the Publisher (PutProgress). */
 export type PushProgress =
-  | { phase: "hash"; file: string; done: number; total: number }
-  | { phase: "skip"; file: string; size: number }
-  /** `done` counts bytes the server holds, so it starts at the resumed offset. */
-  | { phase: "upload"; file: string; done: number; total: number }
-  | { phase: "publish" };
+  { phase: "hash"; file: string; done: number; total: number } | PutProgress | { phase: "publish" };
 
 export interface PushOptions {
-  /** Server root URL, e.g. `https://localhost:8443`. */
-  server: string;
+  /** Server root URL, e.g. `https://localhost:8443`; required unless `publisher` is given. */
+  server?: string;
   /** Folder holding the metadata tarball and root file(s). */
   dir: string;
-  /** Bearer token with a `push:` scope matching the product (or `admin`). */
-  token: string;
+  /** Bearer token with a `push:` scope matching the product (or `admin`); required unless `publisher` is given. */
+  token?: string;
   /** PEM to pin the server's certificate. */
   ca?: string | Buffer;
   /** Extra aliases besides the defaults (`<os>/<release>/<variant>`, and `<os>/<release>` for `default`). */
@@ -81,6 +65,12 @@ export interface PushOptions {
   /** First backoff delay (ms); default 250. */
   retryBaseMs?: number;
   userAgent?: string;
+  /**
+   * Publish through this adapter instead of an HttpPublisher (the server, token, ca, stateDir,
+   * chunkSize, retries, retryBaseMs and userAgent options are then unused). The caller keeps it:
+   * pushImage does not close it, and it reports its own skip/upload progress.
+   */
+  publisher?: Publisher;
 }
 
 export interface PushedFile {
@@ -88,7 +78,7 @@ export interface PushedFile {
   ftype: PublishableFtype;
   digest: string;
   size: number;
-  /** false when the server already had the blob. */
+  /** false when the target already had the blob. */
   uploaded: boolean;
 }
 
@@ -107,18 +97,6 @@ export interface PushResult {
   bytesUploaded: number;
   /** Bytes not sent: blobs the server had, and what resumed sessions already held. */
   bytesSkipped: number;
-}
-
-/** Version as the server answers it (openapi.yaml, Version). */
-interface VersionResponse {
-  product?: string;
-  version?: string;
-  fingerprints?: Record<string, string>;
-}
-
-interface UploadResponse {
-  id?: string;
-  offset?: number;
 }
 
 /** Finds the metadata tarball and root files in a distrobuilder output folder. */
@@ -202,64 +180,6 @@ export async function hashFile(file: string, onBytes?: (done: number) => void): 
   return `sha256:${hash.digest("hex")}`;
 }
 
-/** Default folder of upload-session records: `$XDG_CACHE_HOME/lxhub/uploads` (or `~/.cache/…`). */
-export function defaultStateDir(): string {
-  const xdg = process.env.XDG_CACHE_HOME;
-  const base = xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), ".cache");
-  return path.join(base, "lxhub", "uploads");
-}
-
-/** What is remembered of an open upload session so that a later run can resume it. */
-export interface UploadRecord {
-  server: string;
-  digest: string;
-  id: string;
-  size: number;
-  file: string;
-  createdAt: string;
-}
-
-/**
- * Open upload sessions, one small JSON file each, keyed by server + digest. Best effort: a
- * record that cannot be written only costs a restart from zero next time, so write errors are
- * ignored rather than failing a push.
- */
-export class UploadStateStore {
-  constructor(readonly dir: string = defaultStateDir()) {}
-
-  private fileFor(server: string, digest: string): string {
-    const key = createHash("sha256").update(`${server}\n${digest}`).digest("hex");
-    return path.join(this.dir, `${key}.json`);
-  }
-
-  async get(server: string, digest: string): Promise<UploadRecord | null> {
-    try {
-      const rec = JSON.parse(await readFile(this.fileFor(server, digest), "utf8")) as Partial<UploadRecord>;
-      if (rec.server !== server || rec.digest !== digest || typeof rec.id !== "string" || !rec.id)
-        return null;
-      return rec as UploadRecord;
-    } catch {
-      return null;
-    }
-  }
-
-  async put(rec: UploadRecord): Promise<void> {
-    const file = this.fileFor(rec.server, rec.digest);
-    const tmp = `${file}.${process.pid}.tmp`;
-    try {
-      await mkdir(this.dir, { recursive: true, mode: 0o700 });
-      await writeFile(tmp, JSON.stringify(rec) + "\n", { mode: 0o600 });
-      await rename(tmp, file);
-    } catch {
-      await rm(tmp, { force: true }).catch(() => undefined);
-    }
-  }
-
-  async delete(server: string, digest: string): Promise<void> {
-    await rm(this.fileFor(server, digest), { force: true }).catch(() => undefined);
-  }
-}
-
 /** Publishes the image in `opts.dir`; see the module comment for the steps. */
 export async function pushImage(opts: PushOptions): Promise<PushResult> {
   const files = await findImageFiles(opts.dir);
@@ -279,14 +199,10 @@ export async function pushImage(opts: PushOptions): Promise<PushResult> {
   }
   const aliases = defaultAliases(product, opts.aliases);
 
-  const http = new HttpClient(opts.server, {
-    ca: opts.ca,
-    token: opts.token,
-    userAgent: opts.userAgent ?? "lxhub-push",
-    retries: opts.retries,
-    retryBaseMs: opts.retryBaseMs,
-  });
-  const uploader = new BlobUploader(http, serverKey(http), new UploadStateStore(opts.stateDir), opts);
+  const publisher = opts.publisher ?? httpPublisher(opts);
+  // A caller's publisher may have published before: report what this push moved.
+  const uploadedBefore = publisher.bytesUploaded;
+  const skippedBefore = publisher.bytesSkipped;
   try {
     const pushed: PushedFile[] = [];
     const digests: string[] = [];
@@ -297,255 +213,51 @@ export async function pushImage(opts: PushOptions): Promise<PushResult> {
       digests.push(digest);
     }
     // The metadata file goes first; each root file is then uploaded with it as prefix, so the
-    // server computes the image fingerprint while the bytes pass instead of reading them again.
+    // target computes the image fingerprint while the bytes pass instead of reading them again.
     const metaDigest = digests[files.findIndex((f) => f.ftype === "lxd.tar.xz")];
     for (const [i, f] of files.entries()) {
       const digest = digests[i] as string;
-      const uploaded = await uploader.ensure(f, digest, f.ftype === "lxd.tar.xz" ? undefined : metaDigest);
+      const uploaded = await publisher.putFile(f, digest, f.ftype === "lxd.tar.xz" ? undefined : metaDigest);
       pushed.push({ name: f.name, ftype: f.ftype, digest, size: f.size, uploaded });
     }
 
     opts.onProgress?.({ phase: "publish" });
-    const res = await http.json<VersionResponse>(
-      "PUT",
-      encodePath(
-        "api",
-        "v1",
-        "products",
-        product.os,
-        product.release,
-        product.arch,
-        product.variant,
-        "versions",
-        version,
-      ),
-      {
-        files: pushed.map((f) => ({ name: f.name, ftype: f.ftype, digest: f.digest })),
-        aliases,
-        release_title: product.release,
-      },
-      // A server that lost the upload-time fingerprints (restart) reads every file again first.
-      { timeoutMs: PUBLISH_TIMEOUT_MS },
-    );
+    const res = await publisher.publishVersion(product, version, {
+      files: pushed.map((f) => ({ name: f.name, ftype: f.ftype, digest: f.digest })),
+      aliases,
+      releaseTitle: product.release,
+    });
     return {
       product,
       version,
-      created: res.status === 201,
+      created: res.created,
       aliases,
       files: pushed,
-      fingerprints: res.data?.fingerprints ?? {},
+      fingerprints: res.fingerprints,
       vm: files.slice(1).every((f) => VM_FTYPES.has(f.ftype)),
-      bytesUploaded: uploader.bytesUploaded,
-      bytesSkipped: uploader.bytesSkipped,
+      bytesUploaded: publisher.bytesUploaded - uploadedBefore,
+      bytesSkipped: publisher.bytesSkipped - skippedBefore,
     };
   } finally {
-    http.close();
+    if (!opts.publisher) await publisher.close();
   }
 }
 
-/** The server's identity in upload records: its base URL without a trailing slash. */
-function serverKey(http: HttpClient): string {
-  return http.baseUrl.href.replace(/\/+$/, "");
-}
-
-function offsetOf(
-  headers: Record<string, string | string[] | undefined>,
-  body: UploadResponse | null,
-): number | null {
-  const h = headers["upload-offset"];
-  if (typeof h === "string" && /^\d+$/.test(h)) return Number(h);
-  return typeof body?.offset === "number" ? body.offset : null;
-}
-
-/** Uploads one blob at a time through resumable sessions (openapi.yaml /api/v1/uploads). */
-class BlobUploader {
-  bytesUploaded = 0;
-  bytesSkipped = 0;
-  private readonly chunk: number;
-  private readonly retries: number;
-  private readonly retryBaseMs: number;
-
-  constructor(
-    private readonly http: HttpClient,
-    private readonly server: string,
-    private readonly state: UploadStateStore,
-    private readonly opts: PushOptions,
-  ) {
-    this.chunk = opts.chunkSize ?? DEFAULT_CHUNK;
-    this.retries = opts.retries ?? 4;
-    this.retryBaseMs = opts.retryBaseMs ?? 250;
+function httpPublisher(opts: PushOptions): HttpPublisher {
+  if (!opts.server || opts.token === undefined) {
+    throw new Error("pushImage needs a server URL and a token, or a publisher");
   }
-
-  /** Makes sure the server has the blob; returns false when it already did. */
-  async ensure(file: ImageFile, digest: string, prefix?: string): Promise<boolean> {
-    if (await this.exists(digest)) {
-      this.bytesSkipped += file.size;
-      this.opts.onProgress?.({ phase: "skip", file: file.name, size: file.size });
-      await this.state.delete(this.server, digest);
-      return false;
-    }
-    await this.upload(file, digest, prefix);
-    return true;
-  }
-
-  private async exists(digest: string): Promise<boolean> {
-    const res = await this.http.request("HEAD", encodePath("api", "v1", "blobs", digest), { accept: [404] });
-    return res.status === 200;
-  }
-
-  /** A remembered session with its offset, or null when there is none or the server forgot it. */
-  private async resume(digest: string, size: number): Promise<{ id: string; offset: number } | null> {
-    const rec = await this.state.get(this.server, digest);
-    if (!rec || rec.size !== size) return null;
-    try {
-      const offset = await this.offset(rec.id);
-      if (offset > size) throw new Error(`upload session ${rec.id} holds ${offset} bytes, more than ${size}`);
-      return { id: rec.id, offset };
-    } catch (err) {
-      // 404: expired or committed; 403: opened with another token. Either way, start afresh.
-      if (err instanceof HttpError && (err.status === 404 || err.status === 403)) {
-        await this.state.delete(this.server, digest);
-        return null;
-      }
-      throw err;
-    }
-  }
-
-  private async open(
-    file: ImageFile,
-    digest: string,
-    prefix?: string,
-  ): Promise<{ id: string; offset: number }> {
-    const res = await this.http.json<UploadResponse>(
-      "POST",
-      "/api/v1/uploads",
-      undefined,
-      prefix ? { query: { prefix } } : {},
-    );
-    const id = res.data?.id;
-    if (typeof id !== "string" || !id) throw new Error("the server opened an upload session without an id");
-    await this.state.put({
-      server: this.server,
-      digest,
-      id,
-      size: file.size,
-      file: path.resolve(file.path),
-      createdAt: new Date().toISOString(),
-    });
-    return { id, offset: offsetOf(res.headers, res.data) ?? 0 };
-  }
-
-  private async offset(id: string): Promise<number> {
-    const res = await this.http.json<UploadResponse>("GET", encodePath("api", "v1", "uploads", id));
-    const offset = offsetOf(res.headers, res.data);
-    if (offset === null) throw new Error(`the server did not say how far upload ${id} got`);
-    return offset;
-  }
-
-  private async upload(file: ImageFile, digest: string, prefix?: string): Promise<void> {
-    let session = await this.resume(digest, file.size);
-    if (session) this.bytesSkipped += session.offset;
-    else session = await this.open(file, digest, prefix);
-    const report = (done: number) =>
-      this.opts.onProgress?.({ phase: "upload", file: file.name, done, total: file.size });
-    report(session.offset);
-
-    let failures = 0;
-    let restarts = 0;
-    while (session.offset < file.size) {
-      const start = session.offset;
-      const end = Math.min(start + this.chunk, file.size) - 1;
-      let sent = 0;
-      try {
-        const res = await this.http.uploadFileRange(
-          "PATCH",
-          encodePath("api", "v1", "uploads", session.id),
-          file.path,
-          start,
-          end,
-          {
-            headers: { "content-range": `bytes ${start}-${end}/${file.size}` },
-            onUploadProgress: (n) => {
-              sent = n;
-              report(start + n);
-            },
-          },
-        );
-        this.bytesUploaded += sent;
-        const next = offsetOf(res.headers, parseJson<UploadResponse>(res.body)) ?? end + 1;
-        if (next > file.size)
-          throw new Error(`the server claims ${next} bytes of ${file.name}, more than its size`);
-        if (next > start) failures = 0;
-        session.offset = next;
-        continue;
-      } catch (err) {
-        this.bytesUploaded += sent;
-        const mismatch =
-          err instanceof HttpError && (err.status === 416 || err.code === "UPLOAD_OFFSET_MISMATCH");
-        const gone = err instanceof HttpError && err.status === 404;
-        if (gone) {
-          // The session expired (or was cancelled) under us: its bytes are gone, start a new one.
-          await this.state.delete(this.server, digest);
-          if (++restarts > 2) throw err;
-          session = await this.open(file, digest, prefix);
-          continue;
-        }
-        if (!mismatch && !isTransient(err)) throw err;
-        if (++failures > this.retries) throw err;
-        if (!mismatch) await delay(this.backoff(failures));
-      }
-      // The server keeps what arrived before a failure (openapi.yaml PATCH): ask, and go on from there.
-      try {
-        session.offset = await this.offset(session.id);
-        if (session.offset > file.size) {
-          throw new Error(`the server claims ${session.offset} bytes of ${file.name}, more than its size`);
-        }
-        if (session.offset > start) failures = 0;
-      } catch (err) {
-        if (!(err instanceof HttpError && err.status === 404)) throw err;
-        await this.state.delete(this.server, digest);
-        if (++restarts > 2) throw err;
-        session = await this.open(file, digest, prefix);
-      }
-      report(session.offset);
-    }
-
-    await this.commit(session.id, file, digest);
-    await this.state.delete(this.server, digest);
-  }
-
-  private async commit(id: string, file: ImageFile, digest: string): Promise<void> {
-    try {
-      await this.http.request("PUT", encodePath("api", "v1", "uploads", id), { query: { digest } });
-    } catch (err) {
-      if (err instanceof HttpError && err.code === "DIGEST_MISMATCH") {
-        await this.state.delete(this.server, digest);
-        throw new Error(
-          `the server computed a different sha256 for ${file.path} than ${digest} (did the file change while uploading?)`,
-        );
-      }
-      // A retried commit whose first attempt went through finds the session gone: check the blob.
-      if (err instanceof HttpError && err.status === 404 && (await this.exists(digest))) return;
-      throw err;
-    }
-  }
-
-  private backoff(n: number): number {
-    const cap = Math.min(15_000, this.retryBaseMs * 2 ** (n - 1));
-    return cap / 2 + Math.random() * (cap / 2);
-  }
-}
-
-function parseJson<T>(body: Buffer): T | null {
-  try {
-    return body.length ? (JSON.parse(body.toString("utf8")) as T) : null;
-  } catch {
-    return null;
-  }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+  return new HttpPublisher({
+    server: opts.server,
+    token: opts.token,
+    ca: opts.ca,
+    stateDir: opts.stateDir,
+    chunkSize: opts.chunkSize,
+    retries: opts.retries,
+    retryBaseMs: opts.retryBaseMs,
+    userAgent: opts.userAgent,
+    onProgress: opts.onProgress,
+  });
 }
 
 /**
