@@ -63,52 +63,50 @@ export class PgLocks implements Locks {
 
   withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
     return this.local.withLock(name, async () => {
-      const conn = await this.poolFor(name).connect();
-      let broken = false;
-      const onError = (): void => {
-        broken = true;
-      };
-      conn.on("error", onError);
-      try {
-        await conn.query("select pg_advisory_lock(hashtextextended($1, 0))", [name]);
-        try {
-          return await fn();
-        } finally {
-          await conn.query("select pg_advisory_unlock(hashtextextended($1, 0))", [name]).catch(() => {
-            broken = true;
-          });
-        }
-      } finally {
-        conn.off("error", onError);
-        // A connection whose unlock failed is closed: ending the session releases the lock.
-        conn.release(broken ? true : undefined);
-      }
+      const got = await this.holding(name, "select pg_advisory_lock(hashtextextended($1, 0)) as ok", fn);
+      if (got.held) throw new Error(`advisory lock ${name} was not granted`); // pg_advisory_lock waits: never
+      return got.value;
     });
   }
 
   async tryLock<T>(name: string, fn: () => Promise<T>): Promise<{ held: false; value: T } | { held: true }> {
-    const local = await this.local.tryLock(name, async () => {
-      const conn = await this.poolFor(name).connect();
-      let broken = false;
-      conn.on("error", () => (broken = true));
-      try {
-        const r = await conn.query<{ ok: boolean }>(
-          "select pg_try_advisory_lock(hashtextextended($1, 0)) as ok",
-          [name],
-        );
-        if (!r.rows[0]?.ok) return { held: true as const };
-        try {
-          return { held: false as const, value: await fn() };
-        } finally {
-          await conn.query("select pg_advisory_unlock(hashtextextended($1, 0))", [name]).catch(() => {
-            broken = true;
-          });
-        }
-      } finally {
-        conn.release(broken ? true : undefined);
-      }
-    });
+    const local = await this.local.tryLock(name, () =>
+      this.holding(name, "select pg_try_advisory_lock(hashtextextended($1, 0)) as ok", fn),
+    );
     return local.held ? local : local.value;
+  }
+
+  /**
+   * On a connection of its own: take the lock with `take` (which answers `ok`), run `fn`, unlock.
+   * A connection whose unlock failed (or that errored) is closed rather than pooled: ending the
+   * session releases whatever it held.
+   */
+  private async holding<T>(
+    name: string,
+    take: string,
+    fn: () => Promise<T>,
+  ): Promise<{ held: false; value: T } | { held: true }> {
+    const conn = await this.poolFor(name).connect();
+    let broken = false;
+    const onError = (): void => {
+      broken = true;
+    };
+    conn.on("error", onError);
+    try {
+      const r = await conn.query<{ ok: boolean | null }>(take, [name]);
+      // pg_advisory_lock returns void (null); pg_try_advisory_lock returns whether it got it.
+      if (r.rows[0]?.ok === false) return { held: true };
+      try {
+        return { held: false, value: await fn() };
+      } finally {
+        await conn.query("select pg_advisory_unlock(hashtextextended($1, 0))", [name]).catch(() => {
+          broken = true;
+        });
+      }
+    } finally {
+      conn.off("error", onError);
+      conn.release(broken ? true : undefined);
+    }
   }
 
   async close(): Promise<void> {

@@ -57,6 +57,27 @@ describe("PostgreSQL catalog shared by replicas", () => {
     }
   });
 
+  it("locks taken many times reuse pooled connections without piling up listeners", async () => {
+    const url = await createDatabase("reuse");
+    const c = await Catalog.open({ client: "pg", connection: url });
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => {
+      warnings.push(w.name);
+    };
+    process.on("warning", onWarning);
+    try {
+      for (let i = 0; i < 40; i++) {
+        assert.deepEqual(await c.locks.tryLock("upload:x", async () => i), { held: false, value: i });
+        assert.equal(await c.locks.withLock("upload:x", async () => i), i);
+      }
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(warnings, []);
+    } finally {
+      process.off("warning", onWarning);
+      await c.close();
+    }
+  });
+
   it("a lock held by a replica that dies is released by the server", async () => {
     const url = await createDatabase("locks");
     const a = await Catalog.open({ client: "pg", connection: url });
