@@ -15,14 +15,13 @@ import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse, parseAllDocuments } from "yaml";
 import { run, runOk } from "../support/process.js";
 import { api, uploadFile, versionPath } from "../support/api.js";
-import { createDatabase } from "../support/postgres.js";
+import { createDatabase, freePort } from "../support/postgres.js";
 import { createTestBucket, ensureRgw } from "../support/rgw.js";
 import { buildTinyImage, TINY_PRODUCT } from "../support/tiny-image.js";
 
@@ -48,18 +47,6 @@ function arr(v: unknown, what: string): unknown[] {
 
 function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(1)} s`;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      const port = typeof a === "object" && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 async function which(cmd: string): Promise<boolean> {
