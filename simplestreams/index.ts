@@ -64,3 +64,11 @@ export {
   shownAliases,
   resolveAlias,
 } from "./images.js";
+export {
+  type PickedFile,
+  type SkippedItem,
+  type VersionFiles,
+  type ProductFields,
+  versionFiles,
+  productFields,
+} from "./upstream.js";
