@@ -7,6 +7,7 @@ import { CatalogKeyStore } from "./keys.js";
 import { dataPath } from "../storage/layout.js";
 import { IndexService } from "./indexer.js";
 import { ProductService } from "./products.js";
+import { MirrorStatusService } from "./mirrors.js";
 import { PublishService } from "./publish.js";
 import { TokenService } from "./tokens.js";
 import { UploadService } from "./uploads.js";
@@ -40,6 +41,8 @@ export interface Registry {
   publish: PublishService;
   products: ProductService;
   uploads: UploadService;
+  /** Status of the scheduled mirrors. */
+  mirrors: MirrorStatusService;
   /** Limits the server checks at its boundary before reading a body. */
   limits: { maxBlobBytes: number };
   close(): Promise<void>;
@@ -81,6 +84,7 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       publish,
       products: new ProductService(catalog),
       uploads,
+      mirrors: new MirrorStatusService(catalog),
       limits: { maxBlobBytes: opts.maxBlobBytes },
       close: async () => {
         index.stop();
