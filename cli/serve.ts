@@ -57,8 +57,13 @@ export function registerServe(program: Command): void {
       "--max-upload-bytes-per-token <bytes>",
       "bytes one token may hold in open upload sessions (default 128 GiB, or $LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN)",
     )
+    .option(
+      "--mirrors <file>",
+      "YAML file of upstreams to mirror on a schedule (see README, lxhub serve --mirrors; or $LXHUB_MIRRORS)",
+    )
     .action(
       async (o: {
+        mirrors?: string;
         data?: string;
         db?: string;
         blobs?: string;
@@ -90,6 +95,10 @@ export function registerServe(program: Command): void {
           maxUploadsPerToken: o.maxUploadsPerToken,
           maxUploadBytesPerToken: o.maxUploadBytesPerToken,
         });
+        const mirrorsFile = o.mirrors ?? (process.env.LXHUB_MIRRORS || undefined);
+        // The client's mirror code is loaded only for a server that mirrors (main.ts: lazy groups).
+        const schedule = mirrorsFile ? await import("./mirror-schedule.js") : null;
+        const mirrors = schedule && mirrorsFile ? schedule.loadMirrorsFile(mirrorsFile) : [];
         // Asynchronous, buffered log writes: a synchronous write per request would cap the read path.
         const dest = pino.destination({ sync: false });
         const log = pino({ base: undefined }, dest);
@@ -105,6 +114,7 @@ export function registerServe(program: Command): void {
           certFingerprint: s.tls?.fingerprint ?? null,
           signingKey: s.registry.keyring.active().kid,
           serial: s.registry.index.generation()?.serial,
+          mirrors: mirrors.map((m) => m.name),
         });
         if (s.httpsUrl && s.tls) {
           const url = s.httpsUrl.replace("0.0.0.0", "localhost").replace("[::]", "localhost");
@@ -123,12 +133,18 @@ export function registerServe(program: Command): void {
             ].join("\n"),
           );
         }
+        const scheduler = schedule
+          ? new schedule.MirrorScheduler(s.registry, mirrors, { dataDir: config.dataDir, log })
+          : null;
+        scheduler?.start();
         const stop = (signal: string) => {
           log.info({ event: "stopping", signal });
-          s.close().then(
-            () => process.exit(0),
-            () => process.exit(1),
-          );
+          Promise.resolve(scheduler?.stop())
+            .then(() => s.close())
+            .then(
+              () => process.exit(0),
+              () => process.exit(1),
+            );
         };
         process.once("SIGTERM", () => stop("SIGTERM"));
         process.once("SIGINT", () => stop("SIGINT"));

@@ -12,10 +12,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { api, uploadFile, versionPath } from "../support/api.js";
 import { buildBusyboxImage } from "../support/image-fixture.js";
 import { writeStaticTree, type StaticVersion } from "../support/static-tree.js";
-import { buildTinyImage } from "../support/tiny-image.js";
+import { publishTinyImage } from "../support/tiny-image.js";
 import { createToken, lxhubCli, startServer, type RunningServer } from "../support/server.js";
 import { dirSource, pullEnv, TestServer, upstreamSource } from "./pull-support.js";
 
@@ -71,32 +70,13 @@ describe("lxhub mirror", { timeout: 240_000 }, () => {
   let upToken: string;
   let toToken: string;
 
-  /** Publishes a tiny image as `os/release/amd64/default` `version` on the upstream. */
+  /** Publishes a new tiny image as `tiny/<release>/amd64/default` `version` on the upstream. */
   async function publishUpstream(release: string, version: string): Promise<void> {
-    const date = Date.UTC(
-      Number(version.slice(0, 4)),
-      Number(version.slice(4, 6)) - 1,
-      Number(version.slice(6, 8)),
-    );
-    const img = await buildTinyImage(join(work, `img-${release}-${version}`), {
+    await publishTinyImage(upstream.httpUrl, upToken, join(work, `img-${release}-${version}`), version, {
       release,
-      creationDate: date / 1000,
-      marker: `${release} ${version}`,
+      distinct: true,
+      aliases: [`tiny/${release}`],
     });
-    const meta = await uploadFile(upstream.httpUrl, upToken, img.files["lxd.tar.xz"]!);
-    const root = await uploadFile(upstream.httpUrl, upToken, img.files["rootfs.tar.xz"]!);
-    const product = { os: "tiny", release, arch: "amd64", variant: "default" };
-    const r = await api(upstream.httpUrl, "PUT", versionPath(product, version), {
-      token: upToken,
-      body: JSON.stringify({
-        files: [
-          { name: "lxd.tar.xz", ftype: "lxd.tar.xz", digest: meta },
-          { name: "rootfs.tar.xz", ftype: "root.tar.xz", digest: root },
-        ],
-        aliases: [`tiny/${release}`],
-      }),
-    });
-    assert.equal(r.status, 201, r.text);
   }
 
   async function mirrorTo(...extra: string[]) {
