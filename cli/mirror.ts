@@ -15,6 +15,7 @@ import { isUrl, normalizeUrl, STATEMENT_PATH } from "../client/remotes.js";
 import { openStream, resolveTarget, type RemoteTarget } from "../client/verify.js";
 import { FilterError, parseFilter } from "../simplestreams/filters.js";
 import { DirectPublisher } from "./direct-publisher.js";
+import { interruptible } from "./interrupt.js";
 import { openStorage, storageOptions, type StorageFlags } from "./storage-flags.js";
 
 interface MirrorFlags extends StorageFlags {
@@ -149,7 +150,11 @@ export function registerMirror(program: Command): void {
     }
 
     const target = await upstreamOf(source, flags);
-    const stream = await openStream(target, { retries: 4 });
+    const { signal, release } = interruptible();
+    const stream = await openStream(target, { retries: 4, signal }).catch((err: unknown) => {
+      release();
+      throw err;
+    });
     let publisher: Publisher | undefined;
     let close = async (): Promise<void> => undefined;
     const progress = process.stderr.isTTY && !flags.json ? new MirrorProgressLine(process.stderr) : undefined;
@@ -179,6 +184,7 @@ export function registerMirror(program: Command): void {
         dryRun: flags.dryRun,
         jobs,
         onEvent: progress?.event,
+        signal,
       });
       progress?.finish();
       process.stdout.write(flags.json ? JSON.stringify(report, null, 2) + "\n" : summary(report));
@@ -186,6 +192,7 @@ export function registerMirror(program: Command): void {
         throw new Error(`${report.failed.length} version(s) not mirrored (see above); the rest was`);
       }
     } finally {
+      release();
       progress?.finish();
       await publisher?.close();
       stream.close();

@@ -332,6 +332,7 @@ export async function mirror(stream: OpenedStream, opts: MirrorOptions): Promise
   };
 
   const copy = async (t: AddTask): Promise<Record<string, string>> => {
+    opts.signal?.throwIfAborted();
     const metaDigest = `sha256:${t.meta.item.sha256}`;
     // The metadata is small: always fetched, so the roots' fingerprints can be checked.
     const metaChain = new HashChain();
@@ -378,6 +379,7 @@ export async function mirror(stream: OpenedStream, opts: MirrorOptions): Promise
         throw err;
       }
       await before.catch(() => undefined);
+      opts.signal?.throwIfAborted();
       const failedBases = failedProducts.get(label);
       const deltas = t.deltas.filter((d) => !failedBases?.has(d.deltaBase as string));
       const out = await publisher.publishVersion(t.product, t.version, {

@@ -8,14 +8,15 @@
  * mirrored versions, and a corrupted upstream file is refused while the rest goes on.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { spawn } from "node:child_process";
+import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { buildBusyboxImage } from "../support/image-fixture.js";
+import { buildBusyboxImage, sha256File } from "../support/image-fixture.js";
 import { writeStaticTree, type StaticVersion } from "../support/static-tree.js";
 import { publishTinyImage } from "../support/tiny-image.js";
-import { createToken, lxhubCli, startServer, type RunningServer } from "../support/server.js";
+import { CLI_MAIN, createToken, lxhubCli, startServer, type RunningServer } from "../support/server.js";
 import { dirSource, pullEnv, TestServer, upstreamSource } from "./pull-support.js";
 
 interface ProductsJson {
@@ -214,6 +215,7 @@ describe("lxhub mirror", { timeout: 240_000 }, () => {
     let statik: TestServer;
     let versions: StaticVersion[];
     let data: string;
+    let partSize = 0;
 
     before(async () => {
       tree = join(work, "tree");
@@ -247,6 +249,32 @@ describe("lxhub mirror", { timeout: 240_000 }, () => {
       await statik?.stop();
     });
 
+    it("an interrupted sync keeps what it downloaded; the next run resumes it", async () => {
+      const file = `${versions[0]!.dir}/rootfs.squashfs`;
+      const hold = statik.holdAfter(file, 16 * 1024);
+      const child = spawn(process.execPath, [CLI_MAIN, "mirror", statik.url, "--data", data, "--jobs", "1"], {
+        env: { ...process.env, ...env },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let stderr = "";
+      child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+      child.stdout.resume();
+      await hold.reached;
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+      child.kill("SIGTERM");
+      const code = await exited;
+      hold.release();
+      assert.equal(code, 1);
+      assert.match(stderr, /interrupted \(SIGTERM\)/);
+      const part = join(
+        env.XDG_CACHE_HOME!,
+        "lxhub/blobs/sha256",
+        `${await sha256File(join(tree, file))}.part`,
+      );
+      partSize = (await stat(part)).size;
+      assert.ok(partSize >= 16 * 1024, `the partial download is kept (${partSize} bytes)`);
+    });
+
     it("refuses a corrupted file, publishes the rest, and reports the error", async () => {
       const bad = `${versions[2]!.dir}/rootfs.squashfs`;
       const good = await dirSource(tree)(bad);
@@ -263,6 +291,12 @@ describe("lxhub mirror", { timeout: 240_000 }, () => {
       assert.match(r.stdout, /^! busybox\/1\.36\/amd64\/default 20240301_00:00: .*sha256/m);
       assert.match(r.stdout, /left out: .*lxd_combined\.tar\.gz: unified tarball/);
       assert.match(r.stderr, /1 version\(s\) not mirrored/);
+      // The download the interrupted run left was resumed, not started again.
+      const file = `${versions[0]!.dir}/rootfs.squashfs`;
+      assert.ok(
+        statik.log.some((x) => x.path === file && x.range === `bytes=${partSize}-`),
+        `a ranged request from byte ${partSize}: ${JSON.stringify(statik.log.filter((x) => x.path === file))}`,
+      );
     });
 
     it("a re-run fetches only the refused version; the copy serves every real-world item", async () => {
