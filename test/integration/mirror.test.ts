@@ -15,6 +15,8 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { buildBusyboxImage, sha256File } from "../support/image-fixture.js";
 import { writeStaticTree, type StaticVersion } from "../support/static-tree.js";
+import { createDatabase } from "../support/postgres.js";
+import { createTestBucket, ensureRgw } from "../support/rgw.js";
 import { publishTinyImage } from "../support/tiny-image.js";
 import { CLI_MAIN, createToken, lxhubCli, startServer, type RunningServer } from "../support/server.js";
 import { dirSource, pullEnv, TestServer, upstreamSource } from "./pull-support.js";
@@ -208,6 +210,28 @@ describe("lxhub mirror", { timeout: 240_000 }, () => {
       "tiny:1:amd64:default": ["20240301_0000", "20240401_0000"],
       "tiny:2:amd64:default": ["20240115_0000"],
     });
+  });
+
+  it("--db and --blobs copy straight into shared storage (PostgreSQL + S3) that replicas serve", async () => {
+    const [rgw, db] = await Promise.all([ensureRgw(), createDatabase("mirror")]);
+    const bucket = await createTestBucket(rgw, "mirror");
+    const blobs = `s3://${bucket}/m?endpoint=${encodeURIComponent(rgw.endpoint)}&region=${rgw.region}&forcePathStyle=true`;
+    const s3env = { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey };
+    const m = await lxhubCli(["mirror", "up", "--db", db, "--blobs", blobs, "--filter", "release=2"], {
+      env: { ...env, ...s3env },
+    });
+    assert.equal(m.code, 0, m.stderr + m.stdout);
+    const replica = await startServer({ extraArgs: ["--db", db, "--blobs", blobs], env: s3env });
+    try {
+      const got = await products(replica.httpUrl);
+      assert.deepEqual(shape(got), { "tiny:2:amd64:default": ["20240115_0000"] });
+      const item = Object.values(got["tiny:2:amd64:default"]!.versions["20240115_0000"]!.items)[0]!;
+      const file = await fetch(`${replica.httpUrl}/${item.path as string}`);
+      assert.equal(file.status, 200);
+      assert.equal((await file.arrayBuffer()).byteLength, item.size);
+    } finally {
+      await replica.stop();
+    }
   });
 
   describe("from a static tree laid out as the public servers lay theirs out", () => {
