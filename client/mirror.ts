@@ -101,6 +101,7 @@ interface AddTask extends PlannedVersion {
   meta: PickedFile;
   roots: PickedFile[];
   deltas: PickedFile[];
+  lxc: PickedFile | null;
   aliases: string[];
   releaseTitle: string;
   requirements: Record<string, string>;
@@ -199,7 +200,7 @@ async function plan(
         });
         return false;
       });
-      const files = [vf.meta!, ...vf.roots, ...deltas];
+      const files = [vf.meta!, ...vf.roots, ...deltas, ...(vf.lxc ? [vf.lxc] : [])];
       let need = 0;
       for (const f of files) {
         const digest = `sha256:${f.item.sha256}`;
@@ -217,6 +218,7 @@ async function plan(
         meta: vf.meta!,
         roots: vf.roots,
         deltas,
+        lxc: vf.lxc,
         aliases: pp.fields.aliases,
         releaseTitle: pp.fields.releaseTitle,
         requirements: pp.fields.requirements,
@@ -355,7 +357,7 @@ export async function mirror(stream: OpenedStream, opts: MirrorOptions): Promise
       await put(r, path, metaDigest);
       await cache.evict(r.item.sha256);
     }
-    for (const d of t.deltas) {
+    for (const d of [...t.deltas, ...(t.lxc ? [t.lxc] : [])]) {
       const digest = `sha256:${d.item.sha256}`;
       if (await publisher.hasBlob(digest)) continue;
       await put(d, await fetchInto(t, d));
@@ -383,7 +385,7 @@ export async function mirror(stream: OpenedStream, opts: MirrorOptions): Promise
       const failedBases = failedProducts.get(label);
       const deltas = t.deltas.filter((d) => !failedBases?.has(d.deltaBase as string));
       const out = await publisher.publishVersion(t.product, t.version, {
-        files: [t.meta, ...t.roots, ...deltas].map((f) => ({
+        files: [t.meta, ...t.roots, ...deltas, ...(t.lxc ? [t.lxc] : [])].map((f) => ({
           name: f.name,
           ftype: f.ftype,
           digest: `sha256:${f.item.sha256}`,

@@ -4,7 +4,12 @@ import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { readImageMetadata } from "../image/metadata.js";
 import { distroArch } from "../simplestreams/arch.js";
-import type { ImageMetadata, PublishableFtype } from "../simplestreams/types.js";
+import {
+  LXC_META_FTYPE,
+  ROOT_FTYPES,
+  type ImageMetadata,
+  type PublishableFtype,
+} from "../simplestreams/types.js";
 import { isValidVersionKey, versionFromDate } from "../simplestreams/version.js";
 import { HttpError, describeConnectionError } from "./http.js";
 import { HttpPublisher, type Product, type Publisher, type PutProgress } from "./publisher.js";
@@ -20,7 +25,12 @@ export { UploadStateStore, defaultStateDir, type Product, type UploadRecord } fr
  */
 
 /** Files distrobuilder writes, by name, and the ftype each is published as (simplestreams.md §3.1). */
-const METADATA_NAMES = ["lxd.tar.xz", "incus.tar.xz", "meta.tar.xz"] as const;
+const METADATA_NAMES = ["lxd.tar.xz", "incus.tar.xz"] as const;
+/**
+ * The LXC `download` template's metadata (`distrobuilder build-lxc`; simplestreams.md §7.3), published
+ * beside a `rootfs.tar.xz` so `lxc-create -t download` finds both in the version's folder.
+ */
+const LXC_META = "meta.tar.xz";
 const ROOT_FILES: ReadonlyArray<readonly [string, PublishableFtype]> = [
   ["rootfs.squashfs", "squashfs"],
   ["rootfs.tar.xz", "root.tar.xz"],
@@ -110,13 +120,18 @@ export async function findImageFiles(dir: string): Promise<ImageFile[]> {
   const present = new Set(names);
   const metaName = METADATA_NAMES.find((n) => present.has(n));
   if (!metaName) {
-    throw new Error(`no metadata tarball in ${dir} (expected one of ${METADATA_NAMES.join(", ")})`);
+    throw new Error(
+      `no metadata tarball in ${dir} (expected one of ${METADATA_NAMES.join(", ")}` +
+        (present.has(LXC_META) ? `; ${LXC_META} is LXC's, published only beside one of them` : "") +
+        ")",
+    );
   }
-  // distrobuilder writes `lxd.tar.xz`/`incus.tar.xz`/`meta.tar.xz`; the server publishes any metadata
-  // file under both lxd.tar.xz and incus.tar.xz (simplestreams.md §0.1), so one ftype is enough.
+  // distrobuilder writes `lxd.tar.xz` or `incus.tar.xz`; the server publishes the metadata file
+  // under both ftypes (simplestreams.md §0.1), so one is enough.
   const picked: Array<[string, PublishableFtype]> = [[metaName, "lxd.tar.xz"]];
   for (const [name, ftype] of ROOT_FILES) if (present.has(name)) picked.push([name, ftype]);
-  if (picked.length === 1) {
+  if (present.has(LXC_META) && present.has("rootfs.tar.xz")) picked.push([LXC_META, LXC_META_FTYPE]);
+  if (!picked.some(([, ftype]) => (ROOT_FTYPES as readonly string[]).includes(ftype))) {
     throw new Error(
       `no root file in ${dir} (expected ${ROOT_FILES.map(([n]) => n).join(", ")} beside ${metaName})`,
     );
@@ -217,7 +232,8 @@ export async function pushImage(opts: PushOptions): Promise<PushResult> {
     const metaDigest = digests[files.findIndex((f) => f.ftype === "lxd.tar.xz")];
     for (const [i, f] of files.entries()) {
       const digest = digests[i] as string;
-      const uploaded = await publisher.putFile(f, digest, f.ftype === "lxd.tar.xz" ? undefined : metaDigest);
+      const root = (ROOT_FTYPES as readonly string[]).includes(f.ftype);
+      const uploaded = await publisher.putFile(f, digest, root ? metaDigest : undefined);
       pushed.push({ name: f.name, ftype: f.ftype, digest, size: f.size, uploaded });
     }
 

@@ -34,6 +34,11 @@ export const PRODUCTS_PATH = "streams/v1/images.json";
 export const STATEMENT_PATH = "streams/v1/statement.jws";
 export const JWKS_PATH = ".well-known/lxhub/jwks.json";
 
+/** The LXC download index is plain text (simplestreams.md §7.2); every other built document JSON. */
+function contentTypeOf(path: string): string {
+  return path.startsWith("meta/") ? "text/plain; charset=utf-8" : "application/json";
+}
+
 function served(body: Buffer, contentType: string): ServedDocument {
   const sha256 = createHash("sha256").update(body).digest("hex");
   return { body, gzip: gzipSync(body, { level: 9 }), etag: `"${sha256}"`, sha256, contentType };
@@ -310,7 +315,7 @@ export class IndexService {
     commit: (tx: Tx) => Promise<T>,
   ): Promise<{ result: T; gen: Generation }> {
     const documents = new Map<string, ServedDocument>();
-    for (const [p, body] of built.docs) documents.set(p, served(body, "application/json"));
+    for (const [p, body] of built.docs) documents.set(p, served(body, contentTypeOf(p)));
     documents.set(
       JWKS_PATH,
       served(Buffer.from(JSON.stringify(this.keyring.jwks(), null, 1) + "\n"), "application/json"),

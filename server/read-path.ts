@@ -25,7 +25,9 @@ export function createReadPath(deps: {
   return function handle(req: IncomingMessage, res: ServerResponse): boolean {
     const rel = normalize(req.url ?? "/");
     if (rel === null) return false;
-    const isDoc = rel.startsWith("streams/") || rel.startsWith(".well-known/lxhub/");
+    // meta/1.0/: the LXC download template's index (simplestreams.md §7).
+    const isDoc =
+      rel.startsWith("streams/") || rel.startsWith(".well-known/lxhub/") || rel.startsWith("meta/");
     const isFile = rel.startsWith("images/") || rel.startsWith("blobs/sha256/");
     if (!isDoc && !isFile) return false;
     if (req.method !== "GET" && req.method !== "HEAD") {

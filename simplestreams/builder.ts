@@ -1,7 +1,9 @@
 import { StreamValidationError } from "./errors.js";
 import { canonicalJson, type JsonValue } from "./json.js";
 import { hasControl } from "./names.js";
+import { LXC_INDEX_PATHS, lxcIndex } from "./lxc-index.js";
 import {
+  LXC_META_FTYPE,
   COMBINED_FIELD,
   META_FTYPES,
   type BuildOptions,
@@ -109,10 +111,12 @@ export function buildDocuments(products: StreamProduct[], opts: BuildOptions): S
     products: productsJson,
     updated,
   };
+  const lxc = lxcIndex(checked);
   return {
     files: new Map([
       [INDEX_PATH, canonicalJson(indexDoc)],
       [productsPath, canonicalJson(productsDoc)],
+      ...LXC_INDEX_PATHS.map((p) => [p, lxc] as const),
     ]),
   };
 }
@@ -188,6 +192,14 @@ function versionJson(cv: CheckedVersion): JsonValue {
   }
   for (const [root, f] of cv.roots) {
     items[ROOT_ITEM_KEYS[root]] = { ftype: root, path: f.path, sha256: f.sha256, size: f.size };
+  }
+  if (cv.lxc) {
+    items[LXC_META_FTYPE] = {
+      ftype: LXC_META_FTYPE,
+      path: cv.lxc.path,
+      sha256: cv.lxc.sha256,
+      size: cv.lxc.size,
+    };
   }
   for (const [ftype, f] of cv.deltas) {
     const base = f.deltaBase as string;

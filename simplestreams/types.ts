@@ -13,12 +13,20 @@ export type RootFtype = (typeof ROOT_FTYPES)[number];
 export const META_FTYPES = ["lxd.tar.xz", "incus.tar.xz"] as const;
 export type MetaFtype = (typeof META_FTYPES)[number];
 
+/**
+ * The LXC `download` template's metadata tarball (`meta.tar.xz`: config, templates,
+ * create-message; simplestreams.md §7.3), published beside a `root.tar.xz`. LXD and Incus ignore
+ * the ftype; lxhub lists it in `meta/1.0/index-*`.
+ */
+export const LXC_META_FTYPE = "lxc.tar.xz";
+
 /** Every ftype the publish API accepts. */
 export const PUBLISHABLE_FTYPES = [
   ...META_FTYPES,
   ...ROOT_FTYPES,
   "squashfs.vcdiff",
   "disk-kvm.img.vcdiff",
+  LXC_META_FTYPE,
 ] as const;
 export type PublishableFtype = (typeof PUBLISHABLE_FTYPES)[number];
 

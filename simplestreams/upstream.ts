@@ -2,6 +2,7 @@ import { canonicalArch } from "./arch.js";
 import { fingerprintFromMeta } from "./images.js";
 import { MAX_ALIASES, nameProblem } from "./names.js";
 import {
+  LXC_META_FTYPE,
   META_FTYPES,
   ROOT_FTYPES,
   type ItemDoc,
@@ -37,7 +38,7 @@ export interface PickedFile {
   key: string;
   /** File name in the lxhub version folder: the upstream basename when it is a valid name, else the ftype's usual name. */
   name: string;
-  ftype: MetaFtype | RootFtype | DeltaFtype;
+  ftype: MetaFtype | RootFtype | DeltaFtype | typeof LXC_META_FTYPE;
   item: ItemDoc;
   /** Roots: the image fingerprint the upstream names (sha256(meta ‖ root)). */
   fingerprint?: string;
@@ -55,6 +56,8 @@ export interface VersionFiles {
   meta: PickedFile | null;
   roots: PickedFile[];
   deltas: PickedFile[];
+  /** LXC's download-template metadata (`lxc.tar.xz`), kept beside a `root.tar.xz`. */
+  lxc: PickedFile | null;
   skipped: SkippedItem[];
 }
 
@@ -72,6 +75,7 @@ const FALLBACK_NAMES: Record<string, string> = {
   "uefi1.img": "uefi1.img",
   "squashfs.vcdiff": "rootfs.squashfs.vcdiff",
   "disk-kvm.img.vcdiff": "disk.qcow2.vcdiff",
+  [LXC_META_FTYPE]: "meta.tar.xz",
 };
 
 function basename(p: string): string {
@@ -133,7 +137,7 @@ export function versionFiles(version: VersionDoc): VersionFiles {
         skipped.push({ key, ftype: item.ftype, reason: "no metadata tarball in this version" });
       }
     }
-    return { meta: null, roots: [], deltas: [], skipped };
+    return { meta: null, roots: [], deltas: [], lxc: null, skipped };
   }
   const [metaKey, metaItem] = chosen;
   const meta: PickedFile = {
@@ -198,7 +202,20 @@ export function versionFiles(version: VersionDoc): VersionFiles {
     return false;
   });
   for (const d of kept) d.name = nameFor(d.item);
-  return { meta: roots.length ? meta : null, roots, deltas: roots.length ? kept : [], skipped };
+  const lxcEntry = items.find(
+    ([, item]) => item.ftype === LXC_META_FTYPE && item.path && HEX64.test(item.sha256),
+  );
+  const lxc: PickedFile | null =
+    lxcEntry && roots.some((r) => r.ftype === "root.tar.xz")
+      ? { key: lxcEntry[0], name: nameFor(lxcEntry[1]), ftype: LXC_META_FTYPE, item: lxcEntry[1] }
+      : null;
+  return {
+    meta: roots.length ? meta : null,
+    roots,
+    deltas: roots.length ? kept : [],
+    lxc: roots.length ? lxc : null,
+    skipped,
+  };
 }
 
 export interface ProductFields {

@@ -20,6 +20,7 @@ import {
   type NameKind,
 } from "./names.js";
 import {
+  LXC_META_FTYPE,
   META_FTYPES,
   PUBLISHABLE_FTYPES,
   ROOT_FTYPES,
@@ -199,6 +200,8 @@ export interface CheckedVersion {
   meta: StreamFile | undefined;
   roots: Map<RootFtype, StreamFile>;
   deltas: Map<DeltaFtype, StreamFile>;
+  /** The LXC download template's `meta.tar.xz`, if published. */
+  lxc: StreamFile | undefined;
 }
 
 /** A product that passed, with the versions that passed. */
@@ -267,7 +270,8 @@ export function checkVersion(productKeyText: string, v: StreamVersion): CheckedV
       }
     }
   }
-  return { version: v, meta, roots, deltas };
+  const lxc = v.files.find((f) => f.ftype === LXC_META_FTYPE);
+  return { version: v, meta, roots, deltas, lxc };
 }
 
 /** Deltas reference an older version of the same product that has something to apply them to (§5). */

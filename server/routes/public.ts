@@ -34,6 +34,8 @@ export const publicRoutes: readonly Route[] = [
   document("/streams/v1/images.json", "getProductsDocument"),
   document("/streams/v1/statement.jws", "getStatement"),
   document("/.well-known/lxhub/jwks.json", "getJwks"),
+  document("/meta/1.0/index-system", "getLxcIndexSystem"),
+  document("/meta/1.0/index-user", "getLxcIndexUser"),
   {
     method: "GET",
     path: "/.well-known/lxhub/server.crt",

@@ -16,7 +16,8 @@ import { dirname, join } from "node:path";
 import { stringify } from "yaml";
 import { runOk } from "./process.js";
 
-export type RootfsFormat = "squashfs" | "tar.xz";
+/** `lxc`: an LXC download-template build (`rootfs.tar.xz` and `meta.tar.xz`, simplestreams.md §7.3). */
+export type RootfsFormat = "squashfs" | "tar.xz" | "lxc";
 
 export interface BusyboxImageOptions {
   /** Default `busybox`. */
@@ -211,11 +212,46 @@ export async function buildBusyboxImage(dir: string, opts: BusyboxImageOptions =
       );
       files["rootfs.squashfs"] = out;
     }
-    if (formats.includes("tar.xz")) {
+    if (formats.includes("tar.xz") || formats.includes("lxc")) {
       const rootTar = join(stage, "rootfs.tar");
       await runOk("tar", [...tarFlags, "-C", root, "-cf", rootTar, "."], { env });
       files["rootfs.tar.xz"] = join(dir, "rootfs.tar.xz");
       await xz(rootTar, files["rootfs.tar.xz"]);
+    }
+    if (formats.includes("lxc")) {
+      // What `distrobuilder build-lxc` writes (simplestreams.md §7.3), as small as the template takes.
+      const lxc = join(stage, "lxc-meta");
+      await mkdir(lxc);
+      await writeFile(
+        join(lxc, "config"),
+        "lxc.include = LXC_TEMPLATE_CONFIG/common.conf\nlxc.arch = x86_64\n",
+      );
+      await writeFile(
+        join(lxc, "config-user"),
+        "lxc.include = LXC_TEMPLATE_CONFIG/common.conf\nlxc.include = LXC_TEMPLATE_CONFIG/userns.conf\nlxc.arch = x86_64\n",
+      );
+      await writeFile(join(lxc, "templates"), "/etc/hostname\n");
+      await writeFile(join(lxc, "create-message"), `${os} ${release} (${serial}) from lxhub\n`);
+      await writeFile(join(lxc, "expiry"), `${epoch + 30 * 86400}\n`);
+      const lxcTar = join(stage, "lxc-meta.tar");
+      await runOk(
+        "tar",
+        [
+          ...tarFlags,
+          "-C",
+          lxc,
+          "-cf",
+          lxcTar,
+          "config",
+          "config-user",
+          "create-message",
+          "expiry",
+          "templates",
+        ],
+        { env },
+      );
+      files["meta.tar.xz"] = join(dir, "meta.tar.xz");
+      await xz(lxcTar, files["meta.tar.xz"]);
     }
     return { dir, files, metadata, serial, marker };
   } finally {

@@ -15,6 +15,8 @@ import { at, fingerprintOf, json, productOf, sha256, UPDATED, type ProductSpec }
 const ACME: ProductSpec = { os: "Acme", release: "1", arch: "amd64", requirements: { secureboot: "false" } };
 const INDEX = "streams/v1/index.json";
 const IMAGES = "streams/v1/images.json";
+const LXC_SYSTEM = "meta/1.0/index-system";
+const LXC_USER = "meta/1.0/index-user";
 
 function acme(): StreamProduct {
   return productOf(ACME, { "20240201_0000": { roots: ["squashfs", "disk-kvm.img"] } });
@@ -52,7 +54,7 @@ function fileOfType(p: StreamProduct, version: string, ftype: string): StreamFil
 
 test("§2.6: index and products documents have the shape every client reads", () => {
   const { docs, index, images } = build([acme()]);
-  assert.deepEqual([...docs.files.keys()].sort(), [IMAGES, INDEX]);
+  assert.deepEqual([...docs.files.keys()].sort(), [LXC_SYSTEM, LXC_USER, IMAGES, INDEX]);
 
   assert.equal(index["format"], "index:1.0");
   assert.equal(index["updated"], "Thu, 01 Feb 2024 12:30:05 +0000");
@@ -574,4 +576,49 @@ test("other refusals name what is wrong", () => {
   fileOfType(r, "20240201_0000", "squashfs").deltaBase = "20240101_0000";
   refuses([r], /delta files, and only they, name a delta_base/);
   refuses([acme()], /contentId/, { contentId: "my images" });
+});
+
+test("§7.2: the LXC download index lists each product's newest build with rootfs.tar.xz and meta.tar.xz", () => {
+  const product = productOf(ACME, {
+    "20240101_0000": { roots: ["root.tar.xz"] },
+    "20240201_0000": { roots: ["squashfs", "root.tar.xz"] },
+    "20240301_0000": { roots: ["squashfs"] },
+  });
+  const lxcMeta = (version: string): StreamFile => {
+    const root = fileOfType(product, version, "root.tar.xz");
+    const dir = root.path.slice(0, root.path.lastIndexOf("/"));
+    return {
+      name: "meta.tar.xz",
+      ftype: "lxc.tar.xz",
+      path: `${dir}/meta.tar.xz`,
+      sha256: "c".repeat(64),
+      size: 3,
+    };
+  };
+  for (const v of ["20240101_0000", "20240201_0000"])
+    product.versions.find((x) => x.name === v)!.files.push(lxcMeta(v));
+  const other = productOf(
+    { os: "Other", release: "2", arch: "arm64" },
+    { "20240101_0000": { roots: ["root.tar.xz"] } },
+  );
+  const { docs, images } = build([product, other]);
+  const dir = fileOfType(product, "20240201_0000", "root.tar.xz").path.replace(/\/[^/]+$/, "");
+  assert.equal(docs.files.get(LXC_SYSTEM)?.toString(), `Acme;1;amd64;default;20240201_0000;/${dir}/\n`);
+  assert.ok(docs.files.get(LXC_USER)?.equals(docs.files.get(LXC_SYSTEM)!));
+  // The products file lists the LXC metadata as its own item; LXD and Incus ignore its ftype.
+  const item = at(
+    images,
+    "products",
+    "Acme:1:amd64:default",
+    "versions",
+    "20240201_0000",
+    "items",
+    "lxc.tar.xz",
+  );
+  assert.deepEqual(item, {
+    ftype: "lxc.tar.xz",
+    path: `${dir}/meta.tar.xz`,
+    sha256: "c".repeat(64),
+    size: 3,
+  });
 });
