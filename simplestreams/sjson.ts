@@ -1,5 +1,5 @@
 import { INDEX_FORMAT } from "./builder.js";
-import { canonicalJson, type JsonValue } from "./json.js";
+import type { JsonValue } from "./json.js";
 
 /**
  * The OpenPGP-signed forms of the documents, for the canonical simplestreams tools
@@ -35,9 +35,11 @@ export function sjsonBody(json: Buffer): string {
       }
     }
   }
-  // The clear-signed text ends at the last line of the document (the line break before the
-  // signature armor is not signed, RFC 4880 §7.1).
-  return canonicalJson(doc, { indent: 1 }).toString("utf8").replace(/\n$/, "");
+  // The native serializer is 3× faster than canonicalJson here (52 vs 170 ms for a 5 MB products
+  // file, bench/openpgp.mjs); it writes integer-like keys first, which no client minds (pitfall 27)
+  // and which is the same for the same document. The clear-signed text ends at the document's
+  // last line, without a line break (the one before the signature armor is not signed, RFC 4880 §7.1).
+  return JSON.stringify(doc, null, 1);
 }
 
 function isObject(v: JsonValue | undefined): v is { [key: string]: JsonValue } {
