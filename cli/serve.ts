@@ -58,6 +58,10 @@ export function registerServe(program: Command): void {
       "bytes one token may hold in open upload sessions (default 128 GiB, or $LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN)",
     )
     .option(
+      "--openpgp-key <file>",
+      "armored OpenPGP private key (unprotected, v4) signing the .sjson/.json.gpg documents (default: made on first start, or $LXHUB_OPENPGP_KEY)",
+    )
+    .option(
       "--mirrors <file>",
       "YAML file of upstreams to mirror on a schedule (see README, lxhub serve --mirrors; or $LXHUB_MIRRORS)",
     )
@@ -78,6 +82,7 @@ export function registerServe(program: Command): void {
         idleTimeout?: string;
         maxUploadsPerToken?: string;
         maxUploadBytesPerToken?: string;
+        openpgpKey?: string;
       }) => {
         const config = loadConfig({
           dataDir: o.data,
@@ -94,6 +99,7 @@ export function registerServe(program: Command): void {
           idleTimeoutSeconds: o.idleTimeout,
           maxUploadsPerToken: o.maxUploadsPerToken,
           maxUploadBytesPerToken: o.maxUploadBytesPerToken,
+          openpgpKey: o.openpgpKey,
         });
         const mirrorsFile = o.mirrors ?? (process.env.LXHUB_MIRRORS || undefined);
         // The client's mirror code is loaded only for a server that mirrors (main.ts: lazy groups).
@@ -113,6 +119,7 @@ export function registerServe(program: Command): void {
           certFile: s.tls?.certFile ?? null,
           certFingerprint: s.tls?.fingerprint ?? null,
           signingKey: s.registry.keyring.active().kid,
+          openpgpFingerprint: s.registry.openpgp.fingerprint,
           serial: s.registry.index.generation()?.serial,
           mirrors: mirrors.map((m) => m.name),
         });
@@ -129,6 +136,7 @@ export function registerServe(program: Command): void {
               `  lxc remote add lxhub ${url} --protocol=simplestreams --public`,
               `index signing key (JWK thumbprint): ${s.registry.keyring.active().kid}`,
               `  lxhub remote add lxhub ${url} --key ${s.registry.keyring.active().kid} --ca ${s.tls.certFile}`,
+              `OpenPGP key of the .sjson documents (sstream-query --keyring): ${s.registry.openpgp.fingerprint}`,
               "",
             ].join("\n"),
           );

@@ -33,6 +33,11 @@ export const publicRoutes: readonly Route[] = [
   document("/streams/v1/index.json", "getIndex"),
   document("/streams/v1/images.json", "getProductsDocument"),
   document("/streams/v1/statement.jws", "getStatement"),
+  document("/streams/v1/index.sjson", "getSignedIndex"),
+  document("/streams/v1/images.sjson", "getSignedProductsDocument"),
+  document("/streams/v1/index.json.gpg", "getIndexSignature"),
+  document("/streams/v1/images.json.gpg", "getProductsDocumentSignature"),
+  document("/streams/v1/signing-key.asc", "getOpenPgpKey"),
   document("/.well-known/lxhub/jwks.json", "getJwks"),
   {
     method: "GET",
