@@ -111,9 +111,13 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
 
 /** The given key, else the one kept in the shared catalog or the data folder (made on first start). */
 function openOpenPgpSigner(opts: RegistryOptions, catalog: Catalog): Promise<OpenPgpSigner> {
+  const userId = `${opts.issuer} simplestreams signing key`;
   if (opts.openpgpKey) return OpenPgpSigner.fromFile(opts.openpgpKey);
-  const store = catalog.shared
-    ? new CatalogOpenPgpKeyStore(catalog.secrets)
-    : new FileOpenPgpKeyStore(dataPath(opts.dataDir, { kind: "openpgpKey" }));
-  return OpenPgpSigner.open(store, `${opts.issuer} simplestreams signing key`);
+  // Replicas make it under the keys' lock, as the Ed25519 keys (the store's first writer wins anyway).
+  if (catalog.shared) {
+    return catalog.locks.withLock("lxhub:keys", () =>
+      OpenPgpSigner.open(new CatalogOpenPgpKeyStore(catalog.secrets), userId),
+    );
+  }
+  return OpenPgpSigner.open(new FileOpenPgpKeyStore(dataPath(opts.dataDir, { kind: "openpgpKey" })), userId);
 }
