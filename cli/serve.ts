@@ -62,12 +62,29 @@ export function registerServe(program: Command): void {
       "armored OpenPGP private key (unprotected, v4) signing the .sjson/.json.gpg documents (default: made on first start, or $LXHUB_OPENPGP_KEY)",
     )
     .option(
+      "--retain <policy>",
+      "retention applied after each publish: PATTERN:keep=N,younger-than=DURATION, e.g. 'debian/*:keep=3' (repeatable; first match wins; or $LXHUB_RETAIN, ';'-separated)",
+      (v: string, prev: string[]) => [...prev, v],
+      [] as string[],
+    )
+    .option(
+      "--gc-interval <duration>",
+      "time between garbage collections of unreferenced blobs, e.g. 6h; 0 = never (default 24h, or $LXHUB_GC_INTERVAL)",
+    )
+    .option(
+      "--gc-grace <duration>",
+      "files of retired versions stay downloadable this long, and blobs used this recently are kept (default 24h, or $LXHUB_GC_GRACE)",
+    )
+    .option(
       "--mirrors <file>",
       "YAML file of upstreams to mirror on a schedule (see README, lxhub serve --mirrors; or $LXHUB_MIRRORS)",
     )
     .action(
       async (o: {
         mirrors?: string;
+        retain: string[];
+        gcInterval?: string;
+        gcGrace?: string;
         data?: string;
         db?: string;
         blobs?: string;
@@ -100,6 +117,9 @@ export function registerServe(program: Command): void {
           maxUploadsPerToken: o.maxUploadsPerToken,
           maxUploadBytesPerToken: o.maxUploadBytesPerToken,
           openpgpKey: o.openpgpKey,
+          retain: o.retain,
+          gcIntervalSeconds: o.gcInterval,
+          gcGraceSeconds: o.gcGrace,
         });
         const mirrorsFile = o.mirrors ?? (process.env.LXHUB_MIRRORS || undefined);
         // The client's mirror code is loaded only for a server that mirrors (main.ts: lazy groups).

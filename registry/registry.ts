@@ -9,6 +9,12 @@ import { dataPath } from "../storage/layout.js";
 import { IndexService } from "./indexer.js";
 import { ProductService } from "./products.js";
 import { MirrorStatusService } from "./mirrors.js";
+import { GarbageCollector } from "./gc.js";
+import { RetentionService, type RetentionPolicy } from "./retention.js";
+import type { Actor } from "./publish.js";
+
+/** Who retires versions after a publish, in the audit log. */
+export const RETENTION_ACTOR: Actor = { subject: "retention", scopes: ["admin"] };
 import { PublishService } from "./publish.js";
 import { TokenService } from "./tokens.js";
 import { UploadService } from "./uploads.js";
@@ -35,6 +41,10 @@ export interface RegistryOptions {
   /** Upload quotas per token (defaults: UPLOAD_QUOTA_DEFAULTS). */
   maxUploadsPerToken?: number;
   maxUploadBytesPerToken?: number;
+  /** Retention policies applied after each publish (`lxhub serve --retain`). */
+  retention?: RetentionPolicy[];
+  /** Told when retention after a publish fails (the publish itself committed). */
+  onRetentionError?: (err: unknown) => void;
 }
 
 /** Every service of one registry, wired over its storage; used by `serve` and by offline commands. */
@@ -51,6 +61,10 @@ export interface Registry {
   uploads: UploadService;
   /** Status of the scheduled mirrors. */
   mirrors: MirrorStatusService;
+  /** Retention policies, applied after each publish and on demand. */
+  retention: RetentionService;
+  /** Online garbage collection of the blob store. */
+  gc: GarbageCollector;
   /** Limits the server checks at its boundary before reading a body. */
   limits: { maxBlobBytes: number };
   close(): Promise<void>;
@@ -79,6 +93,13 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       onSyncError: opts.onSyncError,
     });
     const publish = new PublishService(catalog, blobs, index);
+    const retention = new RetentionService(catalog, publish, opts.retention ?? []);
+    if (retention.policies.length) {
+      publish.onPublished(
+        async (key) => void (await retention.prune(RETENTION_ACTOR, { only: key })),
+        (err) => opts.onRetentionError?.(err),
+      );
+    }
     const uploads = new UploadService(blobs, catalog, {
       ttlSeconds: opts.uploadTtlSeconds,
       maxBlobBytes: opts.maxBlobBytes,
@@ -96,6 +117,8 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       products: new ProductService(catalog),
       uploads,
       mirrors: new MirrorStatusService(catalog),
+      retention,
+      gc: new GarbageCollector(catalog, blobs),
       limits: { maxBlobBytes: opts.maxBlobBytes },
       close: async () => {
         index.stop();

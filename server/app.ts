@@ -9,6 +9,7 @@ import { dataPath } from "../storage/layout.js";
 import { LxhubError } from "../registry/errors.js";
 import { createApi } from "./api.js";
 import { createMetrics } from "./metrics.js";
+import { parsePolicy } from "../registry/retention.js";
 import type { ServerConfig } from "./config.js";
 import { splitHostPort } from "./config.js";
 import { createReadPath } from "./read-path.js";
@@ -112,6 +113,8 @@ export async function startServer(
 ): Promise<RunningServer> {
   const registry = await openRegistry({
     ...config,
+    retention: config.retain.map(parsePolicy),
+    onRetentionError: (err) => log.error({ event: "retention-failed", err: errorText(err) }),
     onProblem: (problem) =>
       log.error(
         { event: "catalog-problem", problem },
@@ -135,6 +138,7 @@ export async function startServer(
   const api = createApi({
     ...registry,
     metrics: createMetrics({ mirrors: registry.mirrors }),
+    gcGraceSeconds: config.gcGraceSeconds,
     onInternalError: (err) => {
       if (isClientGone(err)) log.info({ event: "client-gone", reason: errorText(err) });
       else log.error({ err }, "internal error");
@@ -237,6 +241,27 @@ export async function startServer(
       Math.max(30, config.statementTtlSeconds / 8) * 1000,
     ),
   ];
+  if (config.gcIntervalSeconds > 0) {
+    // One replica at a time collects; the others skip their turn.
+    timers.push(
+      setInterval(() => {
+        registry.catalog.locks
+          .tryLock("lxhub:gc", () => registry.gc.run({ graceSeconds: config.gcGraceSeconds }))
+          .then(
+            (r) => {
+              if (!r.held)
+                log.info({
+                  event: "gc",
+                  scanned: r.value.scanned,
+                  freed: r.value.freed.length,
+                  freedBytes: r.value.freedBytes,
+                });
+            },
+            (err: unknown) => log.error({ event: "gc-failed", err: errorText(err) }),
+          );
+      }, config.gcIntervalSeconds * 1000),
+    );
+  }
   for (const t of timers) t.unref();
 
   return {

@@ -28,8 +28,20 @@ export type AuthRule = "none" | "push-any" | "push-product" | "delete-product" |
 /** The services a handler may call. */
 export type ApiDeps = Pick<
   Registry,
-  "blobs" | "tokens" | "uploads" | "publish" | "products" | "index" | "catalog" | "limits" | "mirrors"
+  | "blobs"
+  | "tokens"
+  | "uploads"
+  | "publish"
+  | "products"
+  | "index"
+  | "catalog"
+  | "limits"
+  | "mirrors"
+  | "retention"
+  | "gc"
 > & {
+  /** Default grace period of a garbage collection asked for through the API (--gc-grace). */
+  gcGraceSeconds?: number;
   /** Prometheus metrics of this process (server/metrics.ts). */
   metrics?: Metrics;
   /** Where errors that are not LxhubErrors (bugs, I/O failures) are reported. */
