@@ -68,6 +68,10 @@ export function registerServe(program: Command): void {
       [] as string[],
     )
     .option(
+      "--no-deltas",
+      "do not make deltas from the previous version after each publish (or $LXHUB_DELTAS=0)",
+    )
+    .option(
       "--gc-interval <duration>",
       "time between garbage collections of unreferenced blobs, e.g. 6h; 0 = never (default 24h, or $LXHUB_GC_INTERVAL)",
     )
@@ -84,6 +88,7 @@ export function registerServe(program: Command): void {
         mirrors?: string;
         retain: string[];
         gcInterval?: string;
+        deltas?: boolean;
         gcGrace?: string;
         data?: string;
         db?: string;
@@ -118,6 +123,7 @@ export function registerServe(program: Command): void {
           maxUploadBytesPerToken: o.maxUploadBytesPerToken,
           openpgpKey: o.openpgpKey,
           retain: o.retain,
+          deltas: o.deltas === false ? false : undefined,
           gcIntervalSeconds: o.gcInterval,
           gcGraceSeconds: o.gcGrace,
         });

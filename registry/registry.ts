@@ -3,13 +3,15 @@ import { Keyring } from "../signing/keyring.js";
 import { FileOpenPgpKeyStore, OpenPgpSigner } from "../signing/openpgp.js";
 import { openBlobStore } from "../storage/blobs/open.js";
 import type { BlobStore } from "../storage/blobs/store.js";
-import { Catalog, catalogConfigFromUrl } from "../storage/catalog/catalog.js";
+import { Catalog, catalogConfigFromUrl, type ProductKey } from "../storage/catalog/catalog.js";
 import { CatalogKeyStore, CatalogOpenPgpKeyStore } from "./keys.js";
 import { dataPath } from "../storage/layout.js";
 import { IndexService } from "./indexer.js";
 import { ProductService } from "./products.js";
 import { MirrorStatusService } from "./mirrors.js";
 import { GarbageCollector } from "./gc.js";
+import { DeltaService, type DeltaOutcome } from "./deltas.js";
+import { xdeltaAvailable } from "../image/vcdiff.js";
 import { RetentionService, type RetentionPolicy } from "./retention.js";
 import type { Actor } from "./publish.js";
 
@@ -41,6 +43,14 @@ export interface RegistryOptions {
   /** Upload quotas per token (defaults: UPLOAD_QUOTA_DEFAULTS). */
   maxUploadsPerToken?: number;
   maxUploadBytesPerToken?: number;
+  /**
+   * Make a delta from the previous version after each publish (needs the xdelta3 program; without
+   * it `onDeltaUnavailable` is told once and none are made). Off for offline commands.
+   */
+  deltas?: boolean;
+  onDeltaUnavailable?: () => void;
+  onDelta?: (key: ProductKey, version: string, outcome: DeltaOutcome) => void;
+  onDeltaError?: (key: ProductKey, version: string, err: unknown) => void;
   /** Retention policies applied after each publish (`lxhub serve --retain`). */
   retention?: RetentionPolicy[];
   /** Told when retention after a publish fails (the publish itself committed). */
@@ -65,6 +75,8 @@ export interface Registry {
   retention: RetentionService;
   /** Online garbage collection of the blob store. */
   gc: GarbageCollector;
+  /** Server-made deltas; null when off or xdelta3 is missing. */
+  deltas: DeltaService | null;
   /** Limits the server checks at its boundary before reading a body. */
   limits: { maxBlobBytes: number };
   close(): Promise<void>;
@@ -94,6 +106,21 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
     });
     const publish = new PublishService(catalog, blobs, index);
     const retention = new RetentionService(catalog, publish, opts.retention ?? []);
+    let deltas: DeltaService | null = null;
+    if (opts.deltas) {
+      if (await xdeltaAvailable()) {
+        deltas = new DeltaService(catalog, blobs, publish, {
+          dataDir: opts.dataDir,
+          onDone: opts.onDelta,
+          onError: opts.onDeltaError,
+        });
+        const d = deltas;
+        publish.onPublished(
+          async (key, version) => d.schedule(key, version),
+          () => undefined,
+        );
+      } else opts.onDeltaUnavailable?.();
+    }
     if (retention.policies.length) {
       publish.onPublished(
         async (key) => void (await retention.prune(RETENTION_ACTOR, { only: key })),
@@ -119,9 +146,11 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       mirrors: new MirrorStatusService(catalog),
       retention,
       gc: new GarbageCollector(catalog, blobs),
+      deltas,
       limits: { maxBlobBytes: opts.maxBlobBytes },
       close: async () => {
         index.stop();
+        await deltas?.idle();
         await catalog.close();
         await blobs.close?.();
       },

@@ -10,6 +10,7 @@ import { LxhubError } from "../registry/errors.js";
 import { createApi } from "./api.js";
 import { createMetrics } from "./metrics.js";
 import { parsePolicy } from "../registry/retention.js";
+import { productTarget } from "../registry/paths.js";
 import type { ServerConfig } from "./config.js";
 import { splitHostPort } from "./config.js";
 import { createReadPath } from "./read-path.js";
@@ -115,6 +116,15 @@ export async function startServer(
     ...config,
     retention: config.retain.map(parsePolicy),
     onRetentionError: (err) => log.error({ event: "retention-failed", err: errorText(err) }),
+    onDeltaUnavailable: () =>
+      log.warn(
+        { event: "deltas-off" },
+        "xdelta3 is not installed (Debian package xdelta3): no deltas are made",
+      ),
+    onDelta: (key, version, outcome) =>
+      log.info({ event: "delta", product: productTarget(key), version, ...outcome }),
+    onDeltaError: (key, version, err) =>
+      log.error({ event: "delta-failed", product: productTarget(key), version, err: errorText(err) }),
     onProblem: (problem) =>
       log.error(
         { event: "catalog-problem", problem },

@@ -92,6 +92,8 @@ export const configSchema = z
         }
       }),
     ),
+    /** Make a delta from the previous version after each publish (env LXHUB_DELTAS; needs xdelta3). */
+    deltas: z.boolean(),
     /** Seconds between garbage collections (env LXHUB_GC_INTERVAL); 0 turns them off. */
     gcIntervalSeconds: z.number().int().min(0).max(2_000_000),
     /**
@@ -124,6 +126,7 @@ export const DEFAULTS = {
   idleTimeoutSeconds: 60,
   maxUploadsPerToken: UPLOAD_QUOTA_DEFAULTS.maxSessionsPerToken,
   maxUploadBytesPerToken: UPLOAD_QUOTA_DEFAULTS.maxSessionBytesPerToken,
+  deltas: true,
   gcIntervalSeconds: 24 * 3600,
   gcGraceSeconds: 24 * 3600,
 };
@@ -232,6 +235,10 @@ export function loadConfig(
           .split(";")
           .map((r) => r.trim())
           .filter(Boolean),
+    deltas:
+      envBoolean(flags.deltas as boolean | undefined, "--no-deltas") ??
+      envBoolean(env.LXHUB_DELTAS, "LXHUB_DELTAS") ??
+      DEFAULTS.deltas,
     gcIntervalSeconds: seconds(
       pick(flags.gcIntervalSeconds, "LXHUB_GC_INTERVAL", DEFAULTS.gcIntervalSeconds),
       "--gc-interval",
