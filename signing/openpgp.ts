@@ -61,6 +61,14 @@ export class FileOpenPgpKeyStore implements OpenPgpKeyStore {
 /** openpgp.js settings every key and signature is made with: v4 keys, as gpgv 2.2 reads them. */
 const CONFIG = { v6Keys: false } as const;
 
+/**
+ * A new key says it was made this long ago. gpgv refuses a key "created in the future" ("time
+ * warp or clock problem"): without the margin, a verifier whose clock lags the server's could not
+ * check anything until its clock caught up with the key's creation. (A signature dated in the
+ * future is accepted by gpgv; only the key's date matters.)
+ */
+const KEY_BACKDATE_MS = 24 * 3600 * 1000;
+
 /** Public-key algorithms GnuPG 2.2 cannot verify (RFC 9580's new Ed25519/Ed448 encodings). */
 const UNVERIFIABLE = new Set<number>([openpgp.enums.publicKey.ed25519, openpgp.enums.publicKey.ed448]);
 
@@ -94,13 +102,14 @@ export class OpenPgpSigner {
     return OpenPgpSigner.fromArmored(text, file);
   }
 
-  /** A new armored private key (see the top of this file for why this kind). */
+  /** A new armored private key (see the top of this file for why this kind), dated a day back. */
   static async generate(userId: string): Promise<string> {
     const { privateKey } = await openpgp.generateKey({
       type: "ecc",
       curve: "ed25519Legacy",
       userIDs: [{ name: userId }],
       subkeys: [],
+      date: new Date(Date.now() - KEY_BACKDATE_MS),
       format: "armored",
       config: CONFIG,
     });

@@ -34,6 +34,9 @@ describe("OpenPgpSigner", () => {
     const again = await OpenPgpSigner.open(new FileOpenPgpKeyStore(file), "test");
     assert.equal(again.fingerprint, signer.fingerprint);
     assert.match(signer.fingerprint, /^[0-9A-F]{40}$/, "a v4 fingerprint");
+    // Dated a day back: gpgv refuses a key "created in the future" by a verifier's lagging clock.
+    const key = await openpgp.readPrivateKey({ armoredKey: await readFile(file, "utf8") });
+    assert.ok(Date.now() - key.getCreationTime().getTime() > 23 * 3600 * 1000);
   });
 
   it("clear-signs what gpgv verifies, with the Hash header read_signed skips, and gpgv refuses a change", async () => {
