@@ -58,6 +58,10 @@ export function registerServe(program: Command): void {
       "bytes one token may hold in open upload sessions (default 128 GiB, or $LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN)",
     )
     .option(
+      "--openpgp-key <file>",
+      "armored OpenPGP private key (unprotected, v4) signing the .sjson/.json.gpg documents (default: made on first start, or $LXHUB_OPENPGP_KEY)",
+    )
+    .option(
       "--retain <policy>",
       "retention applied after each publish: PATTERN:keep=N,younger-than=DURATION, e.g. 'debian/*:keep=3' (repeatable; first match wins; or $LXHUB_RETAIN, ';'-separated)",
       (v: string, prev: string[]) => [...prev, v],
@@ -100,6 +104,7 @@ export function registerServe(program: Command): void {
         idleTimeout?: string;
         maxUploadsPerToken?: string;
         maxUploadBytesPerToken?: string;
+        openpgpKey?: string;
       }) => {
         const config = loadConfig({
           dataDir: o.data,
@@ -116,6 +121,7 @@ export function registerServe(program: Command): void {
           idleTimeoutSeconds: o.idleTimeout,
           maxUploadsPerToken: o.maxUploadsPerToken,
           maxUploadBytesPerToken: o.maxUploadBytesPerToken,
+          openpgpKey: o.openpgpKey,
           retain: o.retain,
           deltas: o.deltas === false ? false : undefined,
           gcIntervalSeconds: o.gcInterval,
@@ -139,6 +145,7 @@ export function registerServe(program: Command): void {
           certFile: s.tls?.certFile ?? null,
           certFingerprint: s.tls?.fingerprint ?? null,
           signingKey: s.registry.keyring.active().kid,
+          openpgpFingerprint: s.registry.openpgp.fingerprint,
           serial: s.registry.index.generation()?.serial,
           mirrors: mirrors.map((m) => m.name),
         });
@@ -155,6 +162,7 @@ export function registerServe(program: Command): void {
               `  lxc remote add lxhub ${url} --protocol=simplestreams --public`,
               `index signing key (JWK thumbprint): ${s.registry.keyring.active().kid}`,
               `  lxhub remote add lxhub ${url} --key ${s.registry.keyring.active().kid} --ca ${s.tls.certFile}`,
+              `OpenPGP key of the .sjson documents (sstream-query --keyring): ${s.registry.openpgp.fingerprint}`,
               "",
             ].join("\n"),
           );

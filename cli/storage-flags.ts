@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { openRegistry, type Registry } from "../registry/registry.js";
-import { DEFAULTS, resolveBlobs, resolveDataDir, resolveDb } from "../server/config.js";
+import { DEFAULTS, resolveBlobs, resolveDataDir, resolveDb, resolveOpenPgpKey } from "../server/config.js";
 
 /** Where an offline command finds the registry's storage, as `lxhub serve` takes it. */
 export interface StorageFlags {
@@ -30,5 +30,7 @@ export function openStorage(o: StorageFlags): Promise<Registry> {
     dataDir: resolveDataDir(o.data),
     db: resolveDb(o.db),
     blobs: resolveBlobs(o.blobs),
+    // A publish here signs the generation too: with the key `lxhub serve` is given, if any.
+    openpgpKey: resolveOpenPgpKey(undefined),
   });
 }

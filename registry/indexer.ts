@@ -5,8 +5,10 @@ import type { StreamProduct, StreamFile, PublishableFtype, RootFtype } from "../
 import type { StreamValidationError } from "../simplestreams/errors.js";
 import { signStatement } from "../signing/statement.js";
 import type { Keyring } from "../signing/keyring.js";
+import type { OpenPgpSigner } from "../signing/openpgp.js";
 import type { Catalog, CatalogState, StoredGeneration, Tx } from "../storage/catalog/catalog.js";
 import { imageFilePath, productId } from "./paths.js";
+import { openPgpDocuments } from "./openpgp-documents.js";
 
 /** A document served from memory, with everything a response needs precomputed. */
 export interface ServedDocument {
@@ -153,6 +155,8 @@ export class IndexService {
     private readonly opts: {
       statementTtlSeconds: number;
       issuer: string;
+      /** Signs the `.sjson`/`.json.gpg` forms of each generation's documents (openpgp-documents.ts). */
+      openpgp?: OpenPgpSigner;
       /** Told once about each record a build leaves out (until it is fixed). */
       onProblem?: (problem: string) => void;
       /** Told when following the catalog fails (the replica keeps serving what it has). */
@@ -320,6 +324,11 @@ export class IndexService {
       JWKS_PATH,
       served(Buffer.from(JSON.stringify(this.keyring.jwks(), null, 1) + "\n"), "application/json"),
     );
+    if (this.opts.openpgp) {
+      for (const [p, d] of await openPgpDocuments(this.opts.openpgp, built.docs)) {
+        documents.set(p, served(d.body, d.contentType));
+      }
+    }
     const problems = built.dropped.map((d) => d.message);
     const { result, gen } = await this.catalog.transaction(async (tx) => {
       const r = await commit(tx);

@@ -1,4 +1,5 @@
 import type { KeyStore } from "../signing/keyring.js";
+import type { OpenPgpKeyStore } from "../signing/openpgp.js";
 import type { SecretRecords } from "../storage/catalog/catalog.js";
 
 const PREFIX = "signing-key:";
@@ -26,5 +27,22 @@ export class CatalogKeyStore implements KeyStore {
 
   async remove(kid: string): Promise<void> {
     await this.secrets.delete(PREFIX + kid);
+  }
+}
+
+const OPENPGP_NAME = "openpgp-key";
+
+/** The OpenPGP signing key in the catalog's secrets (`openpgp-key`), shared by every replica. */
+export class CatalogOpenPgpKeyStore implements OpenPgpKeyStore {
+  readonly where = `catalog secret ${OPENPGP_NAME}`;
+
+  constructor(private readonly secrets: SecretRecords) {}
+
+  get(): Promise<string | null> {
+    return this.secrets.get(OPENPGP_NAME);
+  }
+
+  putIfAbsent(armored: string): Promise<string> {
+    return this.secrets.putIfAbsent(OPENPGP_NAME, armored);
   }
 }

@@ -1,9 +1,10 @@
 import { mkdir } from "node:fs/promises";
 import { Keyring } from "../signing/keyring.js";
+import { FileOpenPgpKeyStore, OpenPgpSigner } from "../signing/openpgp.js";
 import { openBlobStore } from "../storage/blobs/open.js";
 import type { BlobStore } from "../storage/blobs/store.js";
 import { Catalog, catalogConfigFromUrl, type ProductKey } from "../storage/catalog/catalog.js";
-import { CatalogKeyStore } from "./keys.js";
+import { CatalogKeyStore, CatalogOpenPgpKeyStore } from "./keys.js";
 import { dataPath } from "../storage/layout.js";
 import { IndexService } from "./indexer.js";
 import { ProductService } from "./products.js";
@@ -30,6 +31,11 @@ export interface RegistryOptions {
   uploadTtlSeconds: number;
   maxBlobBytes: number;
   issuer: string;
+  /**
+   * An armored OpenPGP private key file to sign the `.sjson`/`.json.gpg` documents with; default:
+   * one made on first start, kept in the data folder (or the shared catalog's secrets).
+   */
+  openpgpKey?: string;
   /** Told once about each catalog record the documents leave out because it breaks a rule. */
   onProblem?: (problem: string) => void;
   /** Told when a replica fails to follow the shared catalog (it keeps serving what it has). */
@@ -56,6 +62,8 @@ export interface Registry {
   catalog: Catalog;
   blobs: BlobStore;
   keyring: Keyring;
+  /** The OpenPGP key of the documents for the canonical simplestreams tools. */
+  openpgp: OpenPgpSigner;
   tokens: TokenService;
   index: IndexService;
   publish: PublishService;
@@ -87,10 +95,12 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
     const keyring = catalog.shared
       ? await catalog.locks.withLock("lxhub:keys", () => Keyring.open(new CatalogKeyStore(catalog.secrets)))
       : await Keyring.open(dataPath(opts.dataDir, { kind: "signingKeys" }));
+    const openpgp = await openOpenPgpSigner(opts, catalog);
     const tokens = await TokenService.open(catalog, dataPath(opts.dataDir, { kind: "tokenSecret" }));
     const index = new IndexService(catalog, keyring, {
       statementTtlSeconds: opts.statementTtlSeconds,
       issuer: opts.issuer,
+      openpgp,
       onProblem: opts.onProblem,
       onSyncError: opts.onSyncError,
     });
@@ -127,6 +137,7 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       catalog,
       blobs,
       keyring,
+      openpgp,
       tokens,
       index,
       publish,
@@ -148,4 +159,17 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
     await catalog.close();
     throw err;
   }
+}
+
+/** The given key, else the one kept in the shared catalog or the data folder (made on first start). */
+function openOpenPgpSigner(opts: RegistryOptions, catalog: Catalog): Promise<OpenPgpSigner> {
+  const userId = `${opts.issuer} simplestreams signing key`;
+  if (opts.openpgpKey) return OpenPgpSigner.fromFile(opts.openpgpKey);
+  // Replicas make it under the keys' lock, as the Ed25519 keys (the store's first writer wins anyway).
+  if (catalog.shared) {
+    return catalog.locks.withLock("lxhub:keys", () =>
+      OpenPgpSigner.open(new CatalogOpenPgpKeyStore(catalog.secrets), userId),
+    );
+  }
+  return OpenPgpSigner.open(new FileOpenPgpKeyStore(dataPath(opts.dataDir, { kind: "openpgpKey" })), userId);
 }

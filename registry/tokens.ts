@@ -1,8 +1,8 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdir, readFile, writeFile, link, unlink, open } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { SignJWT, jwtVerify, errors as joseErrors } from "jose";
-import { restrictMode } from "../signing/secret-files.js";
+import { restrictMode, writeSecretOnce } from "../signing/secret-files.js";
 import type { Catalog } from "../storage/catalog/catalog.js";
 import { LxhubError } from "./errors.js";
 
@@ -117,22 +117,9 @@ export class TokenService {
       secret = Buffer.from((await readFile(secretFile, "utf8")).trim(), "base64url");
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-      secret = randomBytes(32);
-      await mkdir(path.dirname(secretFile), { recursive: true, mode: 0o700 });
-      const tmp = `${secretFile}.${process.pid}.tmp`;
-      await writeFile(tmp, secret.toString("base64url") + "\n", { mode: 0o600 });
-      const fh = await open(tmp, "r");
-      await fh.sync();
-      await fh.close();
-      try {
-        // link() fails when the file exists: a concurrent `token create` that won the race keeps its secret.
-        await link(tmp, secretFile);
-      } catch (linkErr) {
-        if ((linkErr as NodeJS.ErrnoException).code !== "EEXIST") throw linkErr;
-        secret = Buffer.from((await readFile(secretFile, "utf8")).trim(), "base64url");
-      } finally {
-        await unlink(tmp);
-      }
+      // A concurrent `token create` that won the race keeps its secret.
+      const stored = await writeSecretOnce(secretFile, randomBytes(32).toString("base64url") + "\n");
+      secret = Buffer.from(stored.trim(), "base64url");
     }
     if (secret.length < 32) throw new Error(`token secret in ${secretFile} is too short`);
     await restrictMode(path.dirname(secretFile), 0o700);

@@ -55,6 +55,12 @@ export const configSchema = z
     /** `iss` of signed statements. */
     issuer: z.string().min(1),
     /**
+     * Armored OpenPGP private key (unprotected, v4) that signs the `.sjson` and `.json.gpg`
+     * documents (env LXHUB_OPENPGP_KEY); default: one made on first start and kept in the data
+     * folder, or in the catalog when replicas share it.
+     */
+    openpgpKey: z.string().min(1).optional(),
+    /**
      * Accept requests that carry a token over plain HTTP (env LXHUB_ALLOW_INSECURE_WRITES). Off by
      * default: a token sent in clear can be read on the way; turn it on only for a loopback
      * listener or behind a proxy that terminates TLS.
@@ -148,6 +154,14 @@ export function resolveDb(
   return flag || env.LXHUB_DB || undefined;
 }
 
+/** OpenPGP key file from a flag, else LXHUB_OPENPGP_KEY, else undefined (the kept key). */
+export function resolveOpenPgpKey(
+  flag: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): string | undefined {
+  return flag || env.LXHUB_OPENPGP_KEY || undefined;
+}
+
 /** Blob store URL from a flag, else LXHUB_BLOBS, else undefined (the data folder). */
 export function resolveBlobs(
   flag: string | undefined,
@@ -195,6 +209,7 @@ export function loadConfig(
     uploadTtlSeconds: num(pick(flags.uploadTtlSeconds, "LXHUB_UPLOAD_TTL", DEFAULTS.uploadTtlSeconds)),
     maxBlobBytes: num(pick(flags.maxBlobBytes, "LXHUB_MAX_BLOB_BYTES", DEFAULTS.maxBlobBytes)),
     issuer: pick(flags.issuer as string | undefined, "LXHUB_ISSUER", DEFAULTS.issuer),
+    openpgpKey: resolveOpenPgpKey(flags.openpgpKey as string | undefined, env),
     allowInsecureWrites:
       envBoolean(flags.allowInsecureWrites as boolean | undefined, "--allow-insecure-writes") ??
       envBoolean(env.LXHUB_ALLOW_INSECURE_WRITES, "LXHUB_ALLOW_INSECURE_WRITES") ??

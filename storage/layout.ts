@@ -12,6 +12,8 @@ import path from "node:path";
  *                                       that process is gone (or untouched for a day)
  *   keys/signing/<kid>.jwk              Ed25519 private keys of the index signer (mode 0600)
  *   keys/token-secret                   HMAC secret for API tokens (mode 0600)
+ *   keys/openpgp-key.asc                OpenPGP private key of the .sjson/.json.gpg signatures
+ *                                       (armored, mode 0600; unless given by --openpgp-key)
  *   tls/server.crt, tls/server.key      self-signed certificate made on first start (unless given)
  *   mirrors/cache/blobs/sha256/<hex>    scheduled mirrors' downloads (verified, or .part while
  *                                       downloading), removed once the registry holds them
@@ -43,6 +45,7 @@ export type StorageKey =
   | { kind: "uploadData"; id: string }
   | { kind: "signingKeys" }
   | { kind: "tokenSecret" }
+  | { kind: "openpgpKey" }
   | { kind: "tlsCert" }
   | { kind: "tlsKey" }
   | { kind: "mirrorCache" }
@@ -93,6 +96,8 @@ export function storageKey(key: StorageKey): string {
       return "keys/signing";
     case "tokenSecret":
       return "keys/token-secret";
+    case "openpgpKey":
+      return "keys/openpgp-key.asc";
     case "tlsCert":
       return "tls/server.crt";
     case "tlsKey":
