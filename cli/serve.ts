@@ -4,6 +4,8 @@ import { loadConfig } from "../server/config.js";
 import { startServer } from "../server/app.js";
 import { describeCatalogUrl } from "../storage/catalog/catalog.js";
 import { describeBlobStore } from "../storage/blobs/open.js";
+import { HttpUpstreamSource } from "../client/upstream-source.js";
+import { dataPath } from "../storage/layout.js";
 
 /** `lxhub serve`: the image server on its embedded default (SQLite + a data folder). */
 export function registerServe(program: Command): void {
@@ -57,6 +59,23 @@ export function registerServe(program: Command): void {
       "--max-upload-bytes-per-token <bytes>",
       "bytes one token may hold in open upload sessions (default 128 GiB, or $LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN)",
     )
+    .option(
+      "--upstream <url>",
+      "be a pull-through cache of this simplestreams server: list its images beside ours, fetch each file on first request (or $LXHUB_UPSTREAM)",
+    )
+    .option(
+      "--upstream-key <thumbprint>",
+      "the upstream lxhub's signing key (JWK thumbprint); its signed statement is then required (or $LXHUB_UPSTREAM_KEY)",
+    )
+    .option(
+      "--upstream-no-signature",
+      "the upstream is a plain simplestreams server: no statement checked, file sha256 still checked (or $LXHUB_UPSTREAM_NO_SIGNATURE=1)",
+    )
+    .option("--upstream-ca <file>", "PEM to trust for the upstream's HTTPS (or $LXHUB_UPSTREAM_CA)")
+    .option(
+      "--upstream-refresh <seconds>",
+      "seconds between refreshes of the upstream's products (default 300, or $LXHUB_UPSTREAM_REFRESH)",
+    )
     .action(
       async (o: {
         data?: string;
@@ -73,6 +92,11 @@ export function registerServe(program: Command): void {
         idleTimeout?: string;
         maxUploadsPerToken?: string;
         maxUploadBytesPerToken?: string;
+        upstream?: string;
+        upstreamKey?: string;
+        upstreamNoSignature?: boolean;
+        upstreamCa?: string;
+        upstreamRefresh?: string;
       }) => {
         const config = loadConfig({
           dataDir: o.data,
@@ -89,11 +113,24 @@ export function registerServe(program: Command): void {
           idleTimeoutSeconds: o.idleTimeout,
           maxUploadsPerToken: o.maxUploadsPerToken,
           maxUploadBytesPerToken: o.maxUploadBytesPerToken,
+          upstream: o.upstream,
+          upstreamKey: o.upstreamKey,
+          upstreamNoSignature: o.upstreamNoSignature,
+          upstreamCa: o.upstreamCa,
+          upstreamRefreshSeconds: o.upstreamRefresh,
         });
+        const upstream = config.upstream
+          ? new HttpUpstreamSource({
+              url: config.upstream,
+              key: config.upstreamKey ?? null,
+              caFile: config.upstreamCa,
+              stateDir: dataPath(config.dataDir, { kind: "upstreamState" }),
+            })
+          : undefined;
         // Asynchronous, buffered log writes: a synchronous write per request would cap the read path.
         const dest = pino.destination({ sync: false });
         const log = pino({ base: undefined }, dest);
-        const s = await startServer(config, log, (line) => dest.write(line));
+        const s = await startServer(config, log, (line) => dest.write(line), upstream);
         log.info({
           event: "listening",
           http: s.httpUrl,
@@ -105,6 +142,7 @@ export function registerServe(program: Command): void {
           certFingerprint: s.tls?.fingerprint ?? null,
           signingKey: s.registry.keyring.active().kid,
           serial: s.registry.index.generation()?.serial,
+          upstream: upstream?.label ?? null,
         });
         if (s.httpsUrl && s.tls) {
           const url = s.httpsUrl.replace("0.0.0.0", "localhost").replace("[::]", "localhost");

@@ -10,6 +10,7 @@ import { ProductService } from "./products.js";
 import { PublishService } from "./publish.js";
 import { TokenService } from "./tokens.js";
 import { UploadService } from "./uploads.js";
+import { PullThroughService, type PullThroughOptions, type UpstreamSource } from "./pull-through.js";
 
 export interface RegistryOptions {
   dataDir: string;
@@ -28,6 +29,8 @@ export interface RegistryOptions {
   /** Upload quotas per token (defaults: UPLOAD_QUOTA_DEFAULTS). */
   maxUploadsPerToken?: number;
   maxUploadBytesPerToken?: number;
+  /** A pull-through cache of this upstream (registry/pull-through.ts); its last good copy is seeded here. */
+  pullThrough?: { source: UpstreamSource } & PullThroughOptions;
 }
 
 /** Every service of one registry, wired over its storage; used by `serve` and by offline commands. */
@@ -40,6 +43,8 @@ export interface Registry {
   publish: PublishService;
   products: ProductService;
   uploads: UploadService;
+  /** Present when the server is a pull-through cache of an upstream. */
+  pullThrough?: PullThroughService;
   /** Limits the server checks at its boundary before reading a body. */
   limits: { maxBlobBytes: number };
   close(): Promise<void>;
@@ -59,12 +64,18 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       ? await catalog.locks.withLock("lxhub:keys", () => Keyring.open(new CatalogKeyStore(catalog.secrets)))
       : await Keyring.open(dataPath(opts.dataDir, { kind: "signingKeys" }));
     const tokens = await TokenService.open(catalog, dataPath(opts.dataDir, { kind: "tokenSecret" }));
+    const pullThrough = opts.pullThrough
+      ? new PullThroughService(opts.pullThrough.source, blobs, catalog, opts.pullThrough)
+      : undefined;
+    await pullThrough?.seed();
     const index = new IndexService(catalog, keyring, {
       statementTtlSeconds: opts.statementTtlSeconds,
       issuer: opts.issuer,
       onProblem: opts.onProblem,
       onSyncError: opts.onSyncError,
+      extra: pullThrough,
     });
+    pullThrough?.attach(() => index.rebuild());
     const publish = new PublishService(catalog, blobs, index);
     const uploads = new UploadService(blobs, catalog, {
       ttlSeconds: opts.uploadTtlSeconds,
@@ -81,8 +92,10 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       publish,
       products: new ProductService(catalog),
       uploads,
+      pullThrough,
       limits: { maxBlobBytes: opts.maxBlobBytes },
       close: async () => {
+        pullThrough?.stop();
         index.stop();
         await catalog.close();
         await blobs.close?.();

@@ -16,6 +16,7 @@ import { sendError } from "./errors.js";
 import { closeIfBodyUnread, guardBody, REQUEST_CUT, type MayOutlast } from "./request-body.js";
 import { allows } from "../registry/tokens.js";
 import { loadOrCreateTls, type TlsMaterial } from "./tls.js";
+import type { UpstreamSource } from "../registry/pull-through.js";
 
 export interface RunningServer {
   registry: Registry;
@@ -108,9 +109,21 @@ export async function startServer(
   log: Logger = pino(),
   /** Access-log lines (`bytes` counts headers too); default: standard output. */
   accessSink: LineSink = (line) => process.stdout.write(line),
+  /** The upstream of a pull-through cache (`--upstream`; cli/serve.ts makes it over HTTP). */
+  upstream?: UpstreamSource,
 ): Promise<RunningServer> {
   const registry = await openRegistry({
     ...config,
+    pullThrough: upstream && {
+      source: upstream,
+      refreshSeconds: config.upstreamRefreshSeconds,
+      onFailure: (f) =>
+        log.warn(
+          { event: "upstream-failure", upstream: upstream.label, kind: f.kind, suppressed: f.suppressed },
+          f.message,
+        ),
+      onRefresh: (r) => log.info({ event: "upstream-refreshed", upstream: upstream.label, ...r }),
+    },
     onProblem: (problem) =>
       log.error(
         { event: "catalog-problem", problem },
@@ -124,10 +137,12 @@ export async function startServer(
   });
   await registry.index.rebuild();
   registry.index.follow();
+  registry.pullThrough?.start();
   const readPath = (certPem: string) =>
     createReadPath({
       index: registry.index,
       blobs: registry.blobs,
+      pullThrough: registry.pullThrough,
       certPem,
       redirectSeconds: config.blobsRedirectSeconds,
     });

@@ -13,6 +13,8 @@ import path from "node:path";
  *   keys/signing/<kid>.jwk              Ed25519 private keys of the index signer (mode 0600)
  *   keys/token-secret                   HMAC secret for API tokens (mode 0600)
  *   tls/server.crt, tls/server.key      self-signed certificate made on first start (unless given)
+ *   upstream/serials/<sha256 of URL>.json  pull-through cache: highest statement serial accepted
+ *                                       from the upstream (anti-replay, client/remotes.ts SerialStore)
  * ```
  *
  * Object stores (storage/blobs/s3.ts) use the same tree below a key prefix in a bucket, with an
@@ -41,7 +43,8 @@ export type StorageKey =
   | { kind: "signingKeys" }
   | { kind: "tokenSecret" }
   | { kind: "tlsCert" }
-  | { kind: "tlsKey" };
+  | { kind: "tlsKey" }
+  | { kind: "upstreamState" };
 
 const HEX_RE = /^[0-9a-f]{64}$/;
 /** Upload session ids (also checked at the API boundary). */
@@ -90,6 +93,8 @@ export function storageKey(key: StorageKey): string {
       return "tls/server.crt";
     case "tlsKey":
       return "tls/server.key";
+    case "upstreamState":
+      return "upstream";
   }
 }
 
