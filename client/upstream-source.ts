@@ -10,8 +10,8 @@ import {
   TimeoutError,
   describeConnectionError,
 } from "./http.js";
-import { SerialStore } from "./remotes.js";
-import { openStream, resolveTarget, type RemoteTarget } from "./verify.js";
+import { keysForThumbprints, normalizeUrl, SerialStore } from "./remotes.js";
+import { openStream, type RemoteTarget } from "./verify.js";
 
 /**
  * The upstream of a pull-through cache over HTTP: the server side's `UpstreamSource` port
@@ -41,21 +41,41 @@ export type UpstreamFailureKind =
 export class HttpUpstreamSource {
   readonly label: string;
   private target: RemoteTarget | null = null;
-  private files: HttpClient | null = null;
+  private http: Promise<HttpClient> | null = null;
   private readonly serials: SerialStore;
 
   constructor(private readonly opts: HttpUpstreamOptions) {
-    this.label = opts.url.replace(/\/+$/, "");
+    // Logged and shown in the status answer: never with credentials.
+    const u = new URL(opts.url);
+    u.username = "";
+    u.password = "";
+    this.label = u.href.replace(/\/+$/, "");
     this.serials = new SerialStore(opts.stateDir);
   }
 
-  /** The pinned key is looked up in the upstream's JWKS on the first refresh that reaches it. */
+  private client(): Promise<HttpClient> {
+    this.http ??= (async () =>
+      new HttpClient(this.opts.url, {
+        ca: this.opts.caFile ? await readFile(this.opts.caFile) : undefined,
+        userAgent: "lxhub-pull-through",
+        retries: 1,
+        timeoutMs: this.opts.stallMs ?? 30_000,
+      }))();
+    return this.http;
+  }
+
+  /**
+   * The pinned key is looked up in the upstream's JWKS on the first refresh that reaches it (as
+   * `lxhub pull --key` does, but with one retry: a cache asks again at its next refresh).
+   */
   private async resolve(): Promise<RemoteTarget> {
-    this.target ??= await resolveTarget(this.opts.url, {
-      keys: this.opts.key === null ? undefined : [this.opts.key],
-      noSignature: this.opts.key === null,
-      caFile: this.opts.caFile,
-    });
+    if (!this.target) {
+      const http = await this.client();
+      const url = normalizeUrl(this.opts.url);
+      const ca = this.opts.caFile ? await readFile(this.opts.caFile) : undefined;
+      const keys = this.opts.key === null ? null : await keysForThumbprints(http, [this.opts.key]);
+      this.target = { label: url, url, keys, ca };
+    }
     return this.target;
   }
 
@@ -70,16 +90,7 @@ export class HttpUpstreamSource {
   }
 
   async open(path: string): Promise<Readable> {
-    if (!this.files) {
-      const ca = this.opts.caFile ? await readFile(this.opts.caFile) : undefined;
-      this.files = new HttpClient(this.label, {
-        ca,
-        userAgent: "lxhub-pull-through",
-        retries: 1,
-        timeoutMs: this.opts.stallMs ?? 30_000,
-      });
-    }
-    const res = await this.files.getStream(encodePath(...path.split("/")));
+    const res = await (await this.client()).getStream(encodePath(...path.split("/")));
     return Readable.from(res.chunks(), { objectMode: false });
   }
 
@@ -99,6 +110,6 @@ export class HttpUpstreamSource {
   }
 
   close(): void {
-    this.files?.close();
+    void this.http?.then((h) => h.close());
   }
 }

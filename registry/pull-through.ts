@@ -68,6 +68,8 @@ export const UPSTREAM_PREFIX = "upstream/";
 
 /** A first client that takes longer than this to accept a chunk is cut off; the store fill goes on. */
 const CLIENT_DRAIN_MS = 10_000;
+/** A file known only from a stored generation refreshes the upstream products at most this often. */
+const ON_DEMAND_REFRESH_MS = 10_000;
 /** The same failure is logged at most this often. */
 const LOG_EVERY_MS = 60_000;
 
@@ -396,7 +398,10 @@ export class PullThroughService implements ExtraProducts {
   private async upstreamPathOf(path: string, digest: string): Promise<string> {
     let s = this.sources.get(path);
     if (!s?.upstreamPath) {
-      await this.refresh();
+      // Known only from a stored generation: ask the upstream again, unless it was asked moments
+      // ago (a request per uncached file must not become a refresh each while it is down).
+      const last = this.lastRefresh ? Date.parse(this.lastRefresh.at) : 0;
+      if (this.refreshing || Date.now() - last >= ON_DEMAND_REFRESH_MS) await this.refresh();
       s = this.sources.get(path);
     }
     if (!s?.upstreamPath || s.digest !== digest) {
@@ -426,6 +431,8 @@ export class PullThroughService implements ExtraProducts {
       throw this.asPublic(err, path);
     }
     const store = new PassThrough({ highWaterMark: 1024 * 1024 });
+    // Its failure is reported through `stored`; an 'error' event without a listener would crash.
+    store.on("error", () => undefined);
     const stored = this.blobs.put(store, blob.digest);
     stored.catch(() => undefined);
     let client: Writable | null = null;
@@ -436,6 +443,7 @@ export class PullThroughService implements ExtraProducts {
     }
     const hash = createHash("sha256");
     let size = 0;
+    let held: Buffer | null = null;
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
         size += chunk.length;
@@ -455,8 +463,12 @@ export class PullThroughService implements ExtraProducts {
         }
         const waits: Promise<unknown>[] = [];
         if (!store.write(chunk)) waits.push(drained(store));
+        // The first client gets each chunk once the next one arrived and the last one only after
+        // the hash matched: a wrong file never reaches it as a complete body.
         const c = client as Writable | null;
-        if (c && !c.write(chunk)) {
+        const prev = held;
+        held = chunk;
+        if (c && prev && !c.write(prev)) {
           waits.push(
             drained(c, CLIENT_DRAIN_MS).then((ok) => {
               // A first client this slow would hold every other request back: cut it off.
@@ -477,7 +489,9 @@ export class PullThroughService implements ExtraProducts {
       }
       store.end();
       await stored;
-      (client as Writable | null)?.end();
+      const c = client as Writable | null;
+      if (c && held) c.end(held);
+      else c?.end();
     } catch (err) {
       body.destroy();
       store.destroy(err instanceof Error ? err : new Error(String(err)));

@@ -125,6 +125,7 @@ export function createReadPath(deps: {
         ? {
             begin: () => {
               res.writeHead(200, { ...fileHeaders(etag), "content-length": blob.size });
+              res.flushHeaders();
               return res;
             },
           }
