@@ -15,6 +15,7 @@ import {
 } from "./routes/route.js";
 import { tokenRoutes } from "./routes/tokens.js";
 import { uploadRoutes } from "./routes/uploads.js";
+import { upstreamRoutes } from "./routes/upstream.js";
 
 export type { ApiDeps } from "./routes/route.js";
 
@@ -25,6 +26,7 @@ export const API_ROUTES: readonly Route[] = [
   ...blobRoutes,
   ...productRoutes,
   ...tokenRoutes,
+  ...upstreamRoutes,
 ];
 
 /** Every route the server answers: the API's and the read path's (the contract openapi.yaml describes). */

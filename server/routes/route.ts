@@ -27,7 +27,7 @@ export type AuthRule = "none" | "push-any" | "push-product" | "delete-product" |
 /** The services a handler may call. */
 export type ApiDeps = Pick<
   Registry,
-  "blobs" | "tokens" | "uploads" | "publish" | "products" | "index" | "catalog" | "limits"
+  "blobs" | "tokens" | "uploads" | "publish" | "products" | "index" | "catalog" | "limits" | "pullThrough"
 > & {
   /** Where errors that are not LxhubErrors (bugs, I/O failures) are reported. */
   onInternalError?: (err: unknown) => void;
