@@ -95,6 +95,8 @@ export interface UpstreamStatus {
 
 export interface PullThroughOptions {
   refreshSeconds: number;
+  /** Upstream versions with a file larger than this are left out (the server's --max-blob-bytes). */
+  maxFileBytes?: number;
   /** One line per failure kind and message, at most once a minute each (the caller logs it). */
   onFailure?: (f: { kind: UpstreamFailureKind; message: string; suppressed: number }) => void;
   /** Told after each refresh that changed the upstream products. */
@@ -135,7 +137,12 @@ function servedPath(
  * seed), so only products whose files are already under `upstream/` are taken, and the upstream
  * path is unknown.
  */
-export function convertProducts(docs: ProductsDoc[], served = false): Converted {
+export function convertProducts(
+  docs: ProductsDoc[],
+  opts: { served?: boolean; maxFileBytes?: number } = {},
+): Converted {
+  const served = opts.served ?? false;
+  const maxFileBytes = opts.maxFileBytes ?? Number.MAX_SAFE_INTEGER;
   const products: StreamProduct[] = [];
   const sources = new Map<string, Source>();
   const skipped: string[] = [];
@@ -172,6 +179,13 @@ export function convertProducts(docs: ProductsDoc[], served = false): Converted 
         if (unsafe) {
           if (!served)
             skipped.push(`product ${key} version ${vname}: item ${unsafe.key} has an unsafe path or size`);
+          continue;
+        }
+        const large = all.find((f) => f.item.size > maxFileBytes);
+        if (large) {
+          skipped.push(
+            `product ${key} version ${vname}: item ${large.key} is larger than the largest blob accepted (${maxFileBytes} bytes)`,
+          );
           continue;
         }
         const files: StreamFile[] = [];
@@ -213,7 +227,7 @@ export function convertProducts(docs: ProductsDoc[], served = false): Converted 
 export function productsOfDocuments(documents: ReadonlyMap<string, Buffer>): Converted {
   const body = documents.get(PRODUCTS_PATH);
   if (!body) return { products: [], sources: new Map(), skipped: [] };
-  return convertProducts([parseProducts(decodeJson(body))], true);
+  return convertProducts([parseProducts(decodeJson(body))], { served: true });
 }
 
 export class PullThroughService implements ExtraProducts {
@@ -308,7 +322,8 @@ export class PullThroughService implements ExtraProducts {
   }
 
   onExtraDrop(problem: StreamValidationError): void {
-    if (this.skipped.length < 50) this.skipped.push(problem.message);
+    if (this.skipped.length < 50 && !this.skipped.includes(problem.message))
+      this.skipped.push(problem.message);
   }
 
   // Refresh ------------------------------------------------------------------------------------
@@ -332,7 +347,7 @@ export class PullThroughService implements ExtraProducts {
       this.lastRefresh = { at, ok: false, error: f.message };
       return;
     }
-    const c = convertProducts(docs);
+    const c = convertProducts(docs, { maxFileBytes: this.opts.maxFileBytes });
     this.lastRefresh = { at, ok: true };
     this.lastSuccess = new Date();
     // Upstream paths are known now; entries of a seed the upstream no longer lists keep serving
@@ -422,6 +437,8 @@ export class PullThroughService implements ExtraProducts {
     listener: FetchListener | undefined,
     onServe: () => void,
   ): Promise<void> {
+    // Stored between the caller's look and this fetch's start (a fetch that just ended): no GET.
+    if (await this.blobs.stat(blob.digest)) return;
     const upstreamPath = await this.upstreamPathOf(path, blob.digest);
     let body: Readable;
     try {

@@ -65,7 +65,10 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       : await Keyring.open(dataPath(opts.dataDir, { kind: "signingKeys" }));
     const tokens = await TokenService.open(catalog, dataPath(opts.dataDir, { kind: "tokenSecret" }));
     const pullThrough = opts.pullThrough
-      ? new PullThroughService(opts.pullThrough.source, blobs, catalog, opts.pullThrough)
+      ? new PullThroughService(opts.pullThrough.source, blobs, catalog, {
+          maxFileBytes: opts.maxBlobBytes,
+          ...opts.pullThrough,
+        })
       : undefined;
     await pullThrough?.seed();
     const index = new IndexService(catalog, keyring, {
