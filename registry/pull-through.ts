@@ -318,6 +318,10 @@ export class PullThroughService implements ExtraProducts {
       files.set(path, { digest: s.digest, size: s.size });
       if (!this.sources.has(path)) this.sources.set(path, s);
     }
+    // Another replica built this generation from its refresh: adopt its products as this
+    // replica's last good copy, so its own next refresh finds nothing new to rebuild.
+    this.products = c.products;
+    this.builtSignature = JSON.stringify(c.products);
     return files;
   }
 
