@@ -14,6 +14,7 @@ import { after, before, describe, it } from "node:test";
 import { buildDocuments } from "../../simplestreams/builder.js";
 import { api, errorCode, uploadFile, versionPath } from "../support/api.js";
 import { createToken, lxhubCli, startServer, type RunningServer } from "../support/server.js";
+import { createDatabase } from "../support/postgres.js";
 import { buildTinyImage } from "../support/tiny-image.js";
 import { dirSource, pullEnv, TestServer } from "./pull-support.js";
 
@@ -346,3 +347,71 @@ describe("pull-through cache of an upstream that serves wrong bytes", { timeout:
     assert.equal(errorCode(ranged), "UPSTREAM_UNAVAILABLE");
   });
 });
+
+describe(
+  "pull-through cache replicas on one PostgreSQL catalog and one blob folder",
+  { timeout: 90_000 },
+  () => {
+    let work: string;
+    let upstream: RunningServer;
+    let upToken: string;
+    const replicas: RunningServer[] = [];
+
+    const serial = async (base: string): Promise<number> => {
+      const r = await api(base, "GET", "/readyz");
+      return (r.json as { serial: number }).serial;
+    };
+
+    before(async () => {
+      work = await mkdtemp(path.join(tmpdir(), "lxhub-pull-through-pg-"));
+      upstream = await startServer();
+      upToken = await createToken(upstream.dataDir, "admin");
+      await publish(upstream.httpUrl, upToken, path.join(work, "up"), "up");
+      const db = await createDatabase("pullthrough");
+      const blobs = path.join(work, "blobs");
+      await mkdir(blobs);
+      const args = [
+        ...["--db", db, "--blobs", `file://${blobs}`],
+        ...["--upstream", upstream.httpUrl, "--upstream-key", await jwksKid(upstream.httpUrl)],
+        ...["--upstream-refresh", "1"],
+      ];
+      // One after the other: the first makes the catalog's keys.
+      replicas.push(await startServer({ extraArgs: args }));
+      replicas.push(await startServer({ extraArgs: args }));
+      for (const r of replicas) await waitForProducts(r.httpUrl, (p) => "up:1:amd64:default" in p);
+    });
+
+    after(async () => {
+      for (const r of replicas) await r.stop();
+      await upstream?.stop();
+      await rm(work, { recursive: true, force: true });
+    });
+
+    it("an upstream change makes one new generation (two when both replicas saw it before either rebuilt), never one per refresh", async () => {
+      // Several refreshes of both replicas with nothing new upstream: no new generation.
+      await new Promise((r) => setTimeout(r, 1500));
+      const quiet = await serial(replicas[0]!.httpUrl);
+      await new Promise((r) => setTimeout(r, 3000));
+      assert.equal(await serial(replicas[0]!.httpUrl), quiet);
+      await publish(upstream.httpUrl, upToken, path.join(work, "up2"), "up", "20240102_0000");
+      for (const r of replicas) {
+        await waitForProducts(r.httpUrl, (p) => "20240102_0000" in (p["up:1:amd64:default"]?.versions ?? {}));
+      }
+      await new Promise((r) => setTimeout(r, 3000));
+      const after = await serial(replicas[0]!.httpUrl);
+      assert.ok(after - quiet >= 1 && after - quiet <= 2, `serial ${quiet} → ${after}`);
+      assert.equal(await serial(replicas[1]!.httpUrl), after);
+    });
+
+    it("a file fetched through one replica is served by the other without the upstream", async () => {
+      const file = upstreamFile("up", "rootfs.tar.xz");
+      for (const r of replicas) {
+        const res = await fetch(r.httpUrl + file);
+        assert.equal(res.status, 200);
+        await res.arrayBuffer();
+      }
+      assert.equal(await requestsFor(upstream, upstreamPath("up", "rootfs.tar.xz")), 1);
+      assert.equal((await status(replicas[1]!.httpUrl)).counters.cacheHits, 1);
+    });
+  },
+);
