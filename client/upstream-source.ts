@@ -59,6 +59,8 @@ export class HttpUpstreamSource {
         ca: this.opts.caFile ? await readFile(this.opts.caFile) : undefined,
         userAgent: "lxhub-pull-through",
         retries: 1,
+        // A client is waiting: a 429's Retry-After is honoured for 2 s at most before the one retry.
+        retryMaxMs: 2_000,
         timeoutMs: this.opts.stallMs ?? 30_000,
       }))();
     return this.http;
