@@ -1,6 +1,7 @@
 import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
 import type {
+  HeldVersion,
   Product,
   PublishFile,
   PublishOutcome,
@@ -90,10 +91,30 @@ export class DirectPublisher implements Publisher {
         files: req.files,
         aliases: req.aliases,
         releaseTitle: req.releaseTitle,
+        requirements: req.requirements,
       });
       return { created: r.created, fingerprints: r.version.fingerprints };
     } catch (err) {
       throw explain(err, `cannot publish ${productTarget(product)} version ${version}`);
+    }
+  }
+
+  async versions(product: Product): Promise<Map<string, HeldVersion>> {
+    const out = new Map<string, HeldVersion>();
+    try {
+      const p = await this.registry.products.get(product);
+      for (const v of p.versions) out.set(v.version, { files: v.files, fingerprints: v.fingerprints });
+    } catch (err) {
+      if (!(err instanceof LxhubError && err.code === "NOT_FOUND")) throw err;
+    }
+    return out;
+  }
+
+  async deleteVersion(product: Product, version: string): Promise<void> {
+    try {
+      await this.registry.publish.deleteVersion(this.actor, product, version);
+    } catch (err) {
+      throw explain(err, `cannot retire ${productTarget(product)} version ${version}`);
     }
   }
 

@@ -17,6 +17,7 @@ const GROUPS: Record<string, () => Promise<Register>> = {
   pull: async () => (await import("./pull.js")).registerPull,
   verify: async () => (await import("./pull.js")).registerPull,
   cache: async () => (await import("./cache.js")).registerCache,
+  mirror: async () => (await import("./mirror.js")).registerMirror,
 };
 
 async function main(): Promise<void> {

@@ -16,6 +16,7 @@ import {
   type LimitFlags,
 } from "../client/settings.js";
 import { resolveTarget, verifyRemote } from "../client/verify.js";
+import { interruptible } from "./interrupt.js";
 
 interface TrustFlags {
   ca?: string;
@@ -61,24 +62,6 @@ async function targetOf(source: string, flags: TrustFlags) {
   });
   if (target.keys === null) warnUnsigned(target.label);
   return target;
-}
-
-/** Aborts on SIGINT/SIGTERM so staging directories are removed; an unfinished download stays resumable. */
-function interruptible(): { signal: AbortSignal; release: () => void } {
-  const ac = new AbortController();
-  const on = (sig: NodeJS.Signals): void =>
-    ac.abort(
-      new Error(`interrupted (${sig}); the unfinished download is kept in the cache and resumes next time`),
-    );
-  process.once("SIGINT", on);
-  process.once("SIGTERM", on);
-  return {
-    signal: ac.signal,
-    release: () => {
-      process.off("SIGINT", on);
-      process.off("SIGTERM", on);
-    },
-  };
 }
 
 /** `lxhub pull` and `lxhub verify` (client/pull.ts, client/verify.ts). */

@@ -76,8 +76,13 @@ export function registerServe(program: Command): void {
       "--upstream-refresh <seconds>",
       "seconds between refreshes of the upstream's products (default 300, or $LXHUB_UPSTREAM_REFRESH)",
     )
+    .option(
+      "--mirrors <file>",
+      "YAML file of upstreams to mirror on a schedule (see README, lxhub serve --mirrors; or $LXHUB_MIRRORS)",
+    )
     .action(
       async (o: {
+        mirrors?: string;
         data?: string;
         db?: string;
         blobs?: string;
@@ -127,6 +132,10 @@ export function registerServe(program: Command): void {
               stateDir: dataPath(config.dataDir, { kind: "upstreamState" }),
             })
           : undefined;
+        const mirrorsFile = o.mirrors ?? (process.env.LXHUB_MIRRORS || undefined);
+        // The client's mirror code is loaded only for a server that mirrors (main.ts: lazy groups).
+        const schedule = mirrorsFile ? await import("./mirror-schedule.js") : null;
+        const mirrors = schedule && mirrorsFile ? schedule.loadMirrorsFile(mirrorsFile) : [];
         // Asynchronous, buffered log writes: a synchronous write per request would cap the read path.
         const dest = pino.destination({ sync: false });
         const log = pino({ base: undefined }, dest);
@@ -143,6 +152,7 @@ export function registerServe(program: Command): void {
           signingKey: s.registry.keyring.active().kid,
           serial: s.registry.index.generation()?.serial,
           upstream: upstream?.label ?? null,
+          mirrors: mirrors.map((m) => m.name),
         });
         if (s.httpsUrl && s.tls) {
           const url = s.httpsUrl.replace("0.0.0.0", "localhost").replace("[::]", "localhost");
@@ -161,12 +171,18 @@ export function registerServe(program: Command): void {
             ].join("\n"),
           );
         }
+        const scheduler = schedule
+          ? new schedule.MirrorScheduler(s.registry, mirrors, { dataDir: config.dataDir, log })
+          : null;
+        scheduler?.start();
         const stop = (signal: string) => {
           log.info({ event: "stopping", signal });
-          s.close().then(
-            () => process.exit(0),
-            () => process.exit(1),
-          );
+          Promise.resolve(scheduler?.stop())
+            .then(() => s.close())
+            .then(
+              () => process.exit(0),
+              () => process.exit(1),
+            );
         };
         process.once("SIGTERM", () => stop("SIGTERM"));
         process.once("SIGINT", () => stop("SIGINT"));

@@ -1,37 +1,6 @@
 import type { Command } from "commander";
-import type { Registry } from "../registry/registry.js";
-import { resolveBlobs, resolveDataDir, resolveDb, DEFAULTS } from "../server/config.js";
-import { openRegistry } from "../registry/registry.js";
+import { openStorage, storageOptions, type StorageFlags } from "./storage-flags.js";
 import { parseDuration } from "../registry/tokens.js";
-
-interface StorageFlags {
-  data?: string;
-  db?: string;
-  blobs?: string;
-}
-
-/** The flags that say where the registry's storage is, as `lxhub serve` takes them. */
-function storageOptions(cmd: Command): Command {
-  return cmd
-    .option("--data <dir>", "data folder (default ./lxhub-data, or $LXHUB_DATA)")
-    .option(
-      "--db <url>",
-      "catalog URL as for `lxhub serve --db` (default <data>/catalog.sqlite, or $LXHUB_DB)",
-    )
-    .option(
-      "--blobs <url>",
-      "blob store URL as for `lxhub serve --blobs` (default <data>/blobs, or $LXHUB_BLOBS)",
-    );
-}
-
-function openStorage(o: StorageFlags): Promise<Registry> {
-  return openRegistry({
-    ...DEFAULTS,
-    dataDir: resolveDataDir(o.data),
-    db: resolveDb(o.db),
-    blobs: resolveBlobs(o.blobs),
-  });
-}
 
 /** `lxhub token create|revoke`: manage API tokens directly in a data folder. */
 export function registerToken(program: Command): void {

@@ -30,9 +30,19 @@ export interface PublishFile {
 
 /** A version to create from blobs the target already holds. */
 export interface PublishRequest {
-  files: { name: string; ftype: string; digest: string }[];
+  /** `deltaBase`: delta files only, the version the delta applies to. */
+  files: { name: string; ftype: string; digest: string; deltaBase?: string }[];
   aliases: string[];
   releaseTitle: string;
+  /** Default: the product's current ones (none for a new product). */
+  requirements?: Record<string, string>;
+}
+
+/** A live version as the target holds it. */
+export interface HeldVersion {
+  files: { name: string; ftype: string; digest: string }[];
+  /** Image fingerprints by root ftype. */
+  fingerprints: Record<string, string>;
 }
 
 export interface PublishOutcome {
@@ -60,6 +70,10 @@ export interface Publisher {
   putFile(file: PublishFile, digest: string, prefix?: string): Promise<boolean>;
   /** Creates `version` of `product` from blobs the target holds (idempotent for the same files). */
   publishVersion(product: Product, version: string, req: PublishRequest): Promise<PublishOutcome>;
+  /** The product's live versions by name (empty when the target has no such product). */
+  versions(product: Product): Promise<Map<string, HeldVersion>>;
+  /** Withdraws a live version from the target's documents (its name is never reused). */
+  deleteVersion(product: Product, version: string): Promise<void>;
   /** Bytes sent so far, including any sent again after a dropped connection. */
   readonly bytesUploaded: number;
   /** Bytes not sent: blobs the target had, and what resumed sessions already held. */
@@ -220,22 +234,42 @@ export class HttpPublisher implements Publisher {
   async publishVersion(product: Product, version: string, req: PublishRequest): Promise<PublishOutcome> {
     const res = await this.http.json<VersionResponse>(
       "PUT",
-      encodePath(
-        "api",
-        "v1",
-        "products",
-        product.os,
-        product.release,
-        product.arch,
-        product.variant,
-        "versions",
-        version,
-      ),
-      { files: req.files, aliases: req.aliases, release_title: req.releaseTitle },
+      productPath(product, version),
+      {
+        files: req.files.map((f) => ({
+          name: f.name,
+          ftype: f.ftype,
+          digest: f.digest,
+          ...(f.deltaBase !== undefined ? { delta_base: f.deltaBase } : {}),
+        })),
+        aliases: req.aliases,
+        release_title: req.releaseTitle,
+        ...(req.requirements ? { requirements: req.requirements } : {}),
+      },
       // A server that lost the upload-time fingerprints (restart) reads every file again first.
       { timeoutMs: PUBLISH_TIMEOUT_MS },
     );
     return { created: res.status === 201, fingerprints: res.data?.fingerprints ?? {} };
+  }
+
+  async versions(product: Product): Promise<Map<string, HeldVersion>> {
+    const res = await this.http.json<{ versions?: (HeldVersion & { version?: string })[] }>(
+      "GET",
+      productPath(product),
+      undefined,
+      { accept: [404] },
+    );
+    const out = new Map<string, HeldVersion>();
+    if (res.status === 404) return out;
+    for (const v of res.data?.versions ?? []) {
+      if (typeof v.version !== "string" || !Array.isArray(v.files)) continue;
+      out.set(v.version, { files: v.files, fingerprints: v.fingerprints ?? {} });
+    }
+    return out;
+  }
+
+  async deleteVersion(product: Product, version: string): Promise<void> {
+    await this.http.request("DELETE", productPath(product, version));
   }
 
   /** A remembered session with its offset, or null when there is none or the server forgot it. */
@@ -379,6 +413,12 @@ export class HttpPublisher implements Publisher {
     const cap = Math.min(15_000, this.retryBaseMs * 2 ** (n - 1));
     return cap / 2 + Math.random() * (cap / 2);
   }
+}
+
+/** `/api/v1/products/{os}/{release}/{arch}/{variant}[/versions/{version}]`. */
+function productPath(p: Product, version?: string): string {
+  const base = ["api", "v1", "products", p.os, p.release, p.arch, p.variant];
+  return encodePath(...base, ...(version === undefined ? [] : ["versions", version]));
 }
 
 function offsetOf(

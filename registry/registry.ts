@@ -7,6 +7,7 @@ import { CatalogKeyStore } from "./keys.js";
 import { dataPath } from "../storage/layout.js";
 import { IndexService } from "./indexer.js";
 import { ProductService } from "./products.js";
+import { MirrorStatusService } from "./mirrors.js";
 import { PublishService } from "./publish.js";
 import { TokenService } from "./tokens.js";
 import { UploadService } from "./uploads.js";
@@ -45,6 +46,8 @@ export interface Registry {
   uploads: UploadService;
   /** Present when the server is a pull-through cache of an upstream. */
   pullThrough?: PullThroughService;
+  /** Status of the scheduled mirrors. */
+  mirrors: MirrorStatusService;
   /** Limits the server checks at its boundary before reading a body. */
   limits: { maxBlobBytes: number };
   close(): Promise<void>;
@@ -96,6 +99,7 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       products: new ProductService(catalog),
       uploads,
       pullThrough,
+      mirrors: new MirrorStatusService(catalog),
       limits: { maxBlobBytes: opts.maxBlobBytes },
       close: async () => {
         pullThrough?.stop();

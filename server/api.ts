@@ -3,6 +3,7 @@ import { LxhubError } from "../registry/errors.js";
 import { renderError, RETRY_AFTER_SECONDS } from "./errors.js";
 import { blobRoutes } from "./routes/blobs.js";
 import { healthRoutes } from "./routes/health.js";
+import { mirrorRoutes } from "./routes/mirrors.js";
 import { productRoutes } from "./routes/products.js";
 import { publicRoutes } from "./routes/public.js";
 import {
@@ -27,6 +28,7 @@ export const API_ROUTES: readonly Route[] = [
   ...productRoutes,
   ...tokenRoutes,
   ...upstreamRoutes,
+  ...mirrorRoutes,
 ];
 
 /** Every route the server answers: the API's and the read path's (the contract openapi.yaml describes). */

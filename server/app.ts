@@ -8,6 +8,7 @@ import { openRegistry, type Registry } from "../registry/registry.js";
 import { dataPath } from "../storage/layout.js";
 import { LxhubError } from "../registry/errors.js";
 import { createApi } from "./api.js";
+import { createMetrics } from "./metrics.js";
 import type { ServerConfig } from "./config.js";
 import { splitHostPort } from "./config.js";
 import { createReadPath } from "./read-path.js";
@@ -148,6 +149,7 @@ export async function startServer(
     });
   const api = createApi({
     ...registry,
+    metrics: createMetrics({ mirrors: registry.mirrors }),
     onInternalError: (err) => {
       if (isClientGone(err)) log.info({ event: "client-gone", reason: errorText(err) });
       else log.error({ err }, "internal error");

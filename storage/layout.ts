@@ -15,6 +15,9 @@ import path from "node:path";
  *   tls/server.crt, tls/server.key      self-signed certificate made on first start (unless given)
  *   upstream/serials/<sha256 of URL>.json  pull-through cache: highest statement serial accepted
  *                                       from the upstream (anti-replay, client/remotes.ts SerialStore)
+ *   mirrors/cache/blobs/sha256/<hex>    scheduled mirrors' downloads (verified, or .part while
+ *                                       downloading), removed once the registry holds them
+ *   mirrors/state/<name>/serials/       the highest statement serial each mirror accepted
  * ```
  *
  * Object stores (storage/blobs/s3.ts) use the same tree below a key prefix in a bucket, with an
@@ -44,11 +47,15 @@ export type StorageKey =
   | { kind: "tokenSecret" }
   | { kind: "tlsCert" }
   | { kind: "tlsKey" }
-  | { kind: "upstreamState" };
+  | { kind: "upstreamState" }
+  | { kind: "mirrorCache" }
+  | { kind: "mirrorState"; name: string };
 
 const HEX_RE = /^[0-9a-f]{64}$/;
 /** Upload session ids (also checked at the API boundary). */
 export const UPLOAD_ID_RE = /^[A-Za-z0-9_-]{8,64}$/;
+/** Names of scheduled mirrors (also checked where the mirrors file is read). */
+export const MIRROR_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
 /** Names directly under `tmp/` (per-process folders, temporary objects). */
 const TMP_NAME_RE = /^[A-Za-z0-9._-]{1,200}$/;
 
@@ -95,6 +102,11 @@ export function storageKey(key: StorageKey): string {
       return "tls/server.key";
     case "upstreamState":
       return "upstream";
+    case "mirrorCache":
+      return "mirrors/cache";
+    case "mirrorState":
+      if (!MIRROR_NAME_RE.test(key.name)) throw new TypeError(`bad mirror name ${JSON.stringify(key.name)}`);
+      return `mirrors/state/${key.name}`;
   }
 }
 

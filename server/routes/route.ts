@@ -2,6 +2,7 @@ import type { Request, Response } from "express";
 import type { z } from "zod";
 import { ERROR_CATALOG, LxhubError, type ErrorCode } from "../../registry/errors.js";
 import type { Registry } from "../../registry/registry.js";
+import type { Metrics } from "../metrics.js";
 import { authorize, TOKEN_ID_PATTERN, type Principal } from "../../registry/tokens.js";
 import { productTarget } from "../../registry/paths.js";
 import type { ProductKey } from "../../storage/catalog/catalog.js";
@@ -27,8 +28,19 @@ export type AuthRule = "none" | "push-any" | "push-product" | "delete-product" |
 /** The services a handler may call. */
 export type ApiDeps = Pick<
   Registry,
-  "blobs" | "tokens" | "uploads" | "publish" | "products" | "index" | "catalog" | "limits" | "pullThrough"
+  | "blobs"
+  | "tokens"
+  | "uploads"
+  | "publish"
+  | "products"
+  | "index"
+  | "catalog"
+  | "limits"
+  | "mirrors"
+  | "pullThrough"
 > & {
+  /** Prometheus metrics of this process (server/metrics.ts). */
+  metrics?: Metrics;
   /** Where errors that are not LxhubErrors (bugs, I/O failures) are reported. */
   onInternalError?: (err: unknown) => void;
 };

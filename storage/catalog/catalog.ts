@@ -6,6 +6,7 @@ import { KnexImageRecords, type ImageRecords } from "./images.js";
 import { LocalLocks, PgLocks, type Locks } from "./locks.js";
 import { migrationSource } from "./migrations.js";
 import { KnexSecretRecords, type SecretRecords } from "./secrets.js";
+import { KnexMirrorStatusRecords, type MirrorStatusRecords } from "./mirror-status.js";
 import { KnexTokenRecords, type TokenRecords } from "./tokens.js";
 import { KnexUploadRecords, type UploadRecords } from "./uploads.js";
 import type { Tx } from "./knex-util.js";
@@ -22,6 +23,7 @@ export type {
 } from "./images.js";
 export type { Locks } from "./locks.js";
 export type { SecretRecords } from "./secrets.js";
+export type { MirrorStatusRecord, MirrorStatusRecords, MirrorRunOutcome } from "./mirror-status.js";
 export type { TokenRecord, TokenRecords } from "./tokens.js";
 export type { UploadRecords, UploadSessionRecord } from "./uploads.js";
 export type { Tx } from "./knex-util.js";
@@ -80,6 +82,7 @@ export class Catalog {
   readonly counters: Counters;
   readonly generations: GenerationRecords;
   readonly secrets: SecretRecords;
+  readonly mirrors: MirrorStatusRecords;
   /** Mutual exclusion among every process of this catalog. */
   readonly locks: Locks;
   /** true when other processes may write the same catalog (PostgreSQL). */
@@ -97,6 +100,7 @@ export class Catalog {
     this.counters = new KnexCounters(db);
     this.generations = new KnexGenerationRecords(db);
     this.secrets = new KnexSecretRecords(db);
+    this.mirrors = new KnexMirrorStatusRecords(db);
     this.shared = config.client === "pg";
     this.locks = config.client === "pg" ? new PgLocks(config.connection) : new LocalLocks();
   }

@@ -177,7 +177,35 @@ const prefixState: Migration = {
   },
 };
 
-const MIGRATIONS: Migration[] = [initial, combinedHashes, sharedState, prefixState];
+const mirrorStatus: Migration = {
+  name: "0005_mirror_status",
+  async up(knex) {
+    // One row per scheduled mirror (lxhub serve --mirrors): its last run and totals.
+    await knex.schema.createTable("mirror_status", (t) => {
+      t.string("name", 64).primary();
+      t.text("upstream").notNullable();
+      t.boolean("running").notNullable().defaultTo(false);
+      t.string("last_started_at", 32).nullable();
+      t.string("last_finished_at", 32).nullable();
+      t.string("last_success_at", 32).nullable();
+      t.text("last_error").nullable();
+      t.string("last_error_at", 32).nullable();
+      t.integer("last_added").notNullable().defaultTo(0);
+      t.integer("last_retired").notNullable().defaultTo(0);
+      t.integer("last_failed").notNullable().defaultTo(0);
+      t.bigInteger("last_bytes").notNullable().defaultTo(0);
+      t.integer("versions").notNullable().defaultTo(0);
+      t.integer("runs_total").notNullable().defaultTo(0);
+      t.integer("failures_total").notNullable().defaultTo(0);
+      t.bigInteger("bytes_total").notNullable().defaultTo(0);
+    });
+  },
+  async down(knex) {
+    await knex.schema.dropTable("mirror_status");
+  },
+};
+
+const MIGRATIONS: Migration[] = [initial, combinedHashes, sharedState, prefixState, mirrorStatus];
 
 /** knex migration source over the steps above (no files on disk to go missing). */
 export const migrationSource: Knex.MigrationSource<Migration> = {

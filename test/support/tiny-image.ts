@@ -57,15 +57,27 @@ export const TINY_PRODUCT = { os: "tiny", release: "1", arch: "amd64", variant: 
 
 /**
  * Build a tiny image in `dir`, upload its files and publish them as TINY_PRODUCT `version`
- * (path `/images/tiny/1/amd64/default/<version>/…`); returns the image and its files' digests.
+ * (path `/images/tiny/1/amd64/default/<version>/…`), or as release `opts.release`; returns the
+ * image and its files' digests. With `opts.distinct`, the image's bytes follow from the release
+ * and version (creation date and marker), so each version is a new image.
  */
 export async function publishTinyImage(
   base: string,
   token: string,
   dir: string,
   version = "20240101_0000",
+  opts: { release?: string; distinct?: boolean; aliases?: string[] } = {},
 ): Promise<TinyImage & { digests: { meta: string; root: string } }> {
-  const img = await buildTinyImage(dir);
+  const release = opts.release ?? TINY_PRODUCT.release;
+  const date = Date.UTC(
+    Number(version.slice(0, 4)),
+    Number(version.slice(4, 6)) - 1,
+    Number(version.slice(6, 8)),
+  );
+  const img = await buildTinyImage(
+    dir,
+    opts.distinct ? { release, creationDate: date / 1000, marker: `${release} ${version}` } : { release },
+  );
   const meta = await uploadFile(base, token, img.files["lxd.tar.xz"]!);
   const root = await uploadFile(base, token, img.files["rootfs.tar.xz"]!);
   const body = JSON.stringify({
@@ -73,8 +85,9 @@ export async function publishTinyImage(
       { name: "lxd.tar.xz", ftype: "lxd.tar.xz", digest: meta },
       { name: "rootfs.tar.xz", ftype: "root.tar.xz", digest: root },
     ],
+    ...(opts.aliases ? { aliases: opts.aliases } : {}),
   });
-  const r = await api(base, "PUT", versionPath(TINY_PRODUCT, version), { token, body });
+  const r = await api(base, "PUT", versionPath({ ...TINY_PRODUCT, release }, version), { token, body });
   if (r.status !== 201) throw new Error(`publish ${version}: ${r.status} ${r.text}`);
   return { ...img, digests: { meta, root } };
 }
