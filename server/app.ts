@@ -149,7 +149,7 @@ export async function startServer(
     });
   const api = createApi({
     ...registry,
-    metrics: createMetrics({ mirrors: registry.mirrors }),
+    metrics: createMetrics({ mirrors: registry.mirrors, pullThrough: registry.pullThrough }),
     onInternalError: (err) => {
       if (isClientGone(err)) log.info({ event: "client-gone", reason: errorText(err) });
       else log.error({ err }, "internal error");

@@ -197,6 +197,12 @@ describe("pull-through cache", { timeout: 120_000 }, () => {
     const s = await status(cache.httpUrl);
     assert.equal(s.counters.cacheMisses, 2);
     assert.equal(s.counters.cacheHits, 2);
+    // The same counters in the Prometheus format.
+    const metrics = await (await fetch(`${cache.httpUrl}/metrics`)).text();
+    assert.match(metrics, /^lxhub_upstream_cache_misses_total 2$/m);
+    assert.match(metrics, /^lxhub_upstream_cache_hits_total 2$/m);
+    assert.match(metrics, /^lxhub_upstream_failures_total\{kind="digest-mismatch"\} 0$/m);
+    assert.match(metrics, /^lxhub_upstream_last_refresh_ok 1$/m);
   });
 
   it("ten concurrent requests for one missing file make one upstream request", async () => {
