@@ -9,6 +9,8 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { buildDocuments } from "../../simplestreams/builder.js";
@@ -262,15 +264,18 @@ describe("pull-through cache", { timeout: 120_000 }, () => {
   });
 });
 
-describe("pull-through cache of an upstream that serves wrong bytes", { timeout: 60_000 }, () => {
+describe("pull-through cache of a plain simplestreams upstream that misbehaves", { timeout: 60_000 }, () => {
   let work: string;
+  let tree: string;
   let origin: TestServer;
   let cache: RunningServer;
+  let limiter: http.Server | undefined;
+  let limitedCache: RunningServer | undefined;
   const rootPath = `images/bad/1/amd64/default/${VERSION}/rootfs.tar.xz`;
 
   before(async () => {
     work = await mkdtemp(path.join(tmpdir(), "lxhub-pull-through-bad-"));
-    const tree = path.join(work, "tree");
+    tree = path.join(work, "tree");
     const img = await buildTinyImage(path.join(work, "img"), { os: "bad" });
     const meta = await readFile(img.files["lxd.tar.xz"]!);
     const root = await readFile(img.files["rootfs.tar.xz"]!);
@@ -325,6 +330,9 @@ describe("pull-through cache of an upstream that serves wrong bytes", { timeout:
   });
 
   after(async () => {
+    await limitedCache?.stop();
+    limiter?.closeAllConnections();
+    await new Promise((r) => (limiter ? limiter.close(r) : r(undefined)));
     await cache?.stop();
     await origin?.stop();
     await rm(work, { recursive: true, force: true });
@@ -351,6 +359,40 @@ describe("pull-through cache of an upstream that serves wrong bytes", { timeout:
     const ranged = await api(cache.httpUrl, "GET", file, { headers: { range: "bytes=0-9" } });
     assert.equal(ranged.status, 502);
     assert.equal(errorCode(ranged), "UPSTREAM_UNAVAILABLE");
+  });
+
+  it("a rate-limited upstream: a missing file is a clear 502, the index stays the last good copy", async () => {
+    const source = dirSource(tree);
+    let limitAll = false;
+    limiter = http.createServer((req, res) => {
+      const rel = (req.url ?? "/").slice(1);
+      if (limitAll || rel.endsWith("lxd.tar.xz")) {
+        res.writeHead(429, { "retry-after": "1", "content-type": "application/json" });
+        res.end('{"error":{"code":"RATE_LIMITED","message":"slow down"}}');
+        return;
+      }
+      void source(rel).then((body) => (body ? res.writeHead(200).end(body) : res.writeHead(404).end()));
+    });
+    await new Promise<void>((r) => limiter!.listen(0, "127.0.0.1", r));
+    const url = `http://127.0.0.1:${(limiter.address() as AddressInfo).port}`;
+    limitedCache = await startServer({
+      extraArgs: ["--upstream", url, "--upstream-no-signature", "--upstream-refresh", "1"],
+    });
+    await waitForProducts(limitedCache.httpUrl, (p) => "bad:1:amd64:default" in p);
+    const meta = await api(
+      limitedCache.httpUrl,
+      "GET",
+      `/upstream/images/bad/1/amd64/default/${VERSION}/lxd.tar.xz`,
+    );
+    assert.equal(meta.status, 502);
+    assert.equal(errorCode(meta), "UPSTREAM_UNAVAILABLE");
+    assert.match(String((meta.json?.error as { message?: string }).message), /rate-limited/);
+    limitAll = true;
+    await new Promise((r) => setTimeout(r, 2500));
+    const s = await status(limitedCache.httpUrl);
+    assert.equal(s.lastRefresh?.ok, false);
+    assert.ok(s.counters.failures["rate-limited"]! >= 2, JSON.stringify(s.counters));
+    assert.ok("bad:1:amd64:default" in (await productsOf(limitedCache.httpUrl)));
   });
 });
 
