@@ -77,6 +77,10 @@ export function registerServe(program: Command): void {
       "seconds between refreshes of the upstream's products (default 300, or $LXHUB_UPSTREAM_REFRESH)",
     )
     .option(
+      "--upstream-timeout <seconds>",
+      "an upstream request with no byte moving this long fails; a client waiting on a missing file gets 504 (default 30, or $LXHUB_UPSTREAM_TIMEOUT)",
+    )
+    .option(
       "--mirrors <file>",
       "YAML file of upstreams to mirror on a schedule (see README, lxhub serve --mirrors; or $LXHUB_MIRRORS)",
     )
@@ -102,6 +106,7 @@ export function registerServe(program: Command): void {
         upstreamNoSignature?: boolean;
         upstreamCa?: string;
         upstreamRefresh?: string;
+        upstreamTimeout?: string;
       }) => {
         const config = loadConfig({
           dataDir: o.data,
@@ -123,6 +128,7 @@ export function registerServe(program: Command): void {
           upstreamNoSignature: o.upstreamNoSignature,
           upstreamCa: o.upstreamCa,
           upstreamRefreshSeconds: o.upstreamRefresh,
+          upstreamTimeoutSeconds: o.upstreamTimeout,
         });
         const upstream = config.upstream
           ? new HttpUpstreamSource({
@@ -130,6 +136,7 @@ export function registerServe(program: Command): void {
               key: config.upstreamKey ?? null,
               caFile: config.upstreamCa,
               stateDir: dataPath(config.dataDir, { kind: "upstreamState" }),
+              stallMs: config.upstreamTimeoutSeconds * 1000,
             })
           : undefined;
         const mirrorsFile = o.mirrors ?? (process.env.LXHUB_MIRRORS || undefined);

@@ -88,6 +88,8 @@ export const configSchema = z
     upstreamCa: z.string().min(1).optional(),
     /** Seconds between refreshes of the upstream's products (env LXHUB_UPSTREAM_REFRESH). */
     upstreamRefreshSeconds: z.number().int().min(1).max(86400),
+    /** An upstream request with no byte moving this long fails as a timeout (env LXHUB_UPSTREAM_TIMEOUT, seconds). */
+    upstreamTimeoutSeconds: z.number().positive().max(3600),
   })
   .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), {
     message: "--tls-cert and --tls-key go together",
@@ -124,6 +126,7 @@ export const DEFAULTS = {
   maxUploadBytesPerToken: UPLOAD_QUOTA_DEFAULTS.maxSessionBytesPerToken,
   upstreamNoSignature: false,
   upstreamRefreshSeconds: 300,
+  upstreamTimeoutSeconds: 30,
 };
 
 /** `1`, `true`, `yes`, `on` (any case) are true; `0`, `false`, `no`, `off` false; empty is unset. */
@@ -210,6 +213,9 @@ export function loadConfig(
     upstreamCa: pick(flags.upstreamCa as string | undefined, "LXHUB_UPSTREAM_CA", undefined) || undefined,
     upstreamRefreshSeconds: num(
       pick(flags.upstreamRefreshSeconds, "LXHUB_UPSTREAM_REFRESH", DEFAULTS.upstreamRefreshSeconds),
+    ),
+    upstreamTimeoutSeconds: num(
+      pick(flags.upstreamTimeoutSeconds, "LXHUB_UPSTREAM_TIMEOUT", DEFAULTS.upstreamTimeoutSeconds),
     ),
   };
   const r = configSchema.safeParse(raw);

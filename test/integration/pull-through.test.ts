@@ -361,12 +361,15 @@ describe("pull-through cache of a plain simplestreams upstream that misbehaves",
     assert.equal(errorCode(ranged), "UPSTREAM_UNAVAILABLE");
   });
 
+  /** How the flaky upstream answers: 429 for everything, or no answer at all. */
+  let flaky: "429" | "hang" | null = null;
+
   it("a rate-limited upstream: a missing file is a clear 502, the index stays the last good copy", async () => {
     const source = dirSource(tree);
-    let limitAll = false;
     limiter = http.createServer((req, res) => {
       const rel = (req.url ?? "/").slice(1);
-      if (limitAll || rel.endsWith("lxd.tar.xz")) {
+      if (flaky === "hang") return;
+      if (flaky === "429" || rel.endsWith("lxd.tar.xz")) {
         res.writeHead(429, { "retry-after": "1", "content-type": "application/json" });
         res.end('{"error":{"code":"RATE_LIMITED","message":"slow down"}}');
         return;
@@ -376,7 +379,15 @@ describe("pull-through cache of a plain simplestreams upstream that misbehaves",
     await new Promise<void>((r) => limiter!.listen(0, "127.0.0.1", r));
     const url = `http://127.0.0.1:${(limiter.address() as AddressInfo).port}`;
     limitedCache = await startServer({
-      extraArgs: ["--upstream", url, "--upstream-no-signature", "--upstream-refresh", "1"],
+      extraArgs: [
+        "--upstream",
+        url,
+        "--upstream-no-signature",
+        "--upstream-refresh",
+        "1",
+        "--upstream-timeout",
+        "1",
+      ],
     });
     await waitForProducts(limitedCache.httpUrl, (p) => "bad:1:amd64:default" in p);
     const meta = await api(
@@ -387,12 +398,26 @@ describe("pull-through cache of a plain simplestreams upstream that misbehaves",
     assert.equal(meta.status, 502);
     assert.equal(errorCode(meta), "UPSTREAM_UNAVAILABLE");
     assert.match(String((meta.json?.error as { message?: string }).message), /rate-limited/);
-    limitAll = true;
+    flaky = "429";
     await new Promise((r) => setTimeout(r, 2500));
     const s = await status(limitedCache.httpUrl);
     assert.equal(s.lastRefresh?.ok, false);
     assert.ok(s.counters.failures["rate-limited"]! >= 2, JSON.stringify(s.counters));
     assert.ok("bad:1:amd64:default" in (await productsOf(limitedCache.httpUrl)));
+  });
+
+  it("an upstream that does not answer: a missing file is 504 after the timeout, the index stays", async () => {
+    flaky = "hang";
+    const t0 = Date.now();
+    const root = await api(limitedCache!.httpUrl, "GET", `/upstream/${rootPath}`);
+    assert.equal(root.status, 504, root.text);
+    assert.equal(errorCode(root), "UPSTREAM_TIMEOUT");
+    // Two stalls of 1 s and one backoff of at most 2 s.
+    assert.ok(Date.now() - t0 < 6000, `${Date.now() - t0} ms`);
+    await new Promise((r) => setTimeout(r, 2500));
+    const s = await status(limitedCache!.httpUrl);
+    assert.ok(s.counters.failures.timeout! >= 2, JSON.stringify(s.counters));
+    assert.ok("bad:1:amd64:default" in (await productsOf(limitedCache!.httpUrl)));
   });
 });
 

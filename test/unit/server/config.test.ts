@@ -99,6 +99,9 @@ it("--upstream takes exactly one trust setting, from flags or the environment", 
   const none = loadConfig({}, {});
   assert.equal(none.upstream, undefined);
   assert.equal(none.upstreamRefreshSeconds, 300);
+  assert.equal(none.upstreamTimeoutSeconds, 30);
+  assert.equal(loadConfig({}, { LXHUB_UPSTREAM_TIMEOUT: "2.5" }).upstreamTimeoutSeconds, 2.5);
+  assert.throws(() => loadConfig({ upstreamTimeoutSeconds: "0" }, {}), /upstreamTimeoutSeconds/);
   const signed = loadConfig({}, { LXHUB_UPSTREAM: "https://images.example/", LXHUB_UPSTREAM_KEY: key });
   assert.deepEqual(
     [signed.upstream, signed.upstreamKey, signed.upstreamNoSignature],
