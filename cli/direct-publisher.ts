@@ -41,7 +41,7 @@ export class DirectPublisher implements Publisher {
   }
 
   async hasBlob(digest: string): Promise<boolean> {
-    return (await this.registry.blobs.stat(digest)) !== null;
+    return (await this.registry.uploads.wanted(digest)) !== null;
   }
 
   async putFile(file: PublishFile, digest: string, prefix?: string): Promise<boolean> {

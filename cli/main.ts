@@ -18,6 +18,8 @@ const GROUPS: Record<string, () => Promise<Register>> = {
   verify: async () => (await import("./pull.js")).registerPull,
   cache: async () => (await import("./cache.js")).registerCache,
   mirror: async () => (await import("./mirror.js")).registerMirror,
+  prune: async () => (await import("./lifecycle.js")).registerLifecycle,
+  gc: async () => (await import("./lifecycle.js")).registerLifecycle,
 };
 
 async function main(): Promise<void> {

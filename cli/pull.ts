@@ -193,6 +193,11 @@ function summary(alias: string, r: PullResult): string {
     `  fingerprint: ${r.fingerprint} (${img.rootType})`,
     `  into ${r.dest}: ${what}`,
     `  downloaded ${bytes(downloaded)}, from the cache ${bytes(cached)}${resumed ? `, resumed ${bytes(resumed)}` : ""}`,
+    ...(r.delta
+      ? [
+          `  root rebuilt from delta ${r.delta.name} (${bytes(r.delta.size)}, ${bytes(r.delta.downloaded)} downloaded) over cached version ${r.delta.base}, then verified`,
+        ]
+      : []),
     r.statement
       ? `  verified: statement serial ${r.statement.serial} signed by ${r.statement.kid}, documents, file hashes, fingerprint`
       : "  verified: file hashes and fingerprint (no signature checked)",

@@ -81,12 +81,34 @@ export function registerServe(program: Command): void {
       "an upstream request with no byte moving this long fails; a client waiting on a missing file gets 504 (default 30, or $LXHUB_UPSTREAM_TIMEOUT)",
     )
     .option(
+      "--retain <policy>",
+      "retention applied after each publish: PATTERN:keep=N,younger-than=DURATION, e.g. 'debian/*:keep=3' (repeatable; first match wins; or $LXHUB_RETAIN, ';'-separated)",
+      (v: string, prev: string[]) => [...prev, v],
+      [] as string[],
+    )
+    .option(
+      "--no-deltas",
+      "do not make deltas from the previous version after each publish (or $LXHUB_DELTAS=0)",
+    )
+    .option(
+      "--gc-interval <duration>",
+      "time between garbage collections of unreferenced blobs, e.g. 6h; 0 = never (default 24h, or $LXHUB_GC_INTERVAL)",
+    )
+    .option(
+      "--gc-grace <duration>",
+      "files of retired versions stay downloadable this long, and blobs used this recently are kept (default 24h, or $LXHUB_GC_GRACE)",
+    )
+    .option(
       "--mirrors <file>",
       "YAML file of upstreams to mirror on a schedule (see README, lxhub serve --mirrors; or $LXHUB_MIRRORS)",
     )
     .action(
       async (o: {
         mirrors?: string;
+        retain: string[];
+        gcInterval?: string;
+        deltas?: boolean;
+        gcGrace?: string;
         data?: string;
         db?: string;
         blobs?: string;
@@ -129,6 +151,10 @@ export function registerServe(program: Command): void {
           upstreamCa: o.upstreamCa,
           upstreamRefreshSeconds: o.upstreamRefresh,
           upstreamTimeoutSeconds: o.upstreamTimeout,
+          retain: o.retain,
+          deltas: o.deltas === false ? false : undefined,
+          gcIntervalSeconds: o.gcInterval,
+          gcGraceSeconds: o.gcGrace,
         });
         const upstream = config.upstream
           ? new HttpUpstreamSource({

@@ -47,6 +47,7 @@ import {
 } from "../image/unpack.js";
 import { unsquashfs } from "../image/squashfs.js";
 import { BlobCache, VerificationError, type FetchProgress, type FetchResult } from "./cache.js";
+import { rebuildFromDelta, type DeltaUse } from "./delta.js";
 import { pruneCache, type PruneReport } from "./cache-prune.js";
 import { bytes, fraction, StatusLine } from "./progress.js";
 import { DEFAULT_LIMITS, formatDuration, LIMIT_ENV, type PullLimits } from "./settings.js";
@@ -156,6 +157,8 @@ export interface PullResult {
   statement: { kid: string; serial: number } | null;
   /** Tar unpacks only. */
   unpacked?: UnpackStats;
+  /** Set when the root was rebuilt from a delta of a cached version instead of downloaded whole. */
+  delta?: DeltaUse;
   /** The cache prune run after the pull (client/cache-prune.ts). */
   pruned?: PruneReport;
   /** Why that prune failed, when it did (the pull itself succeeded). */
@@ -372,6 +375,7 @@ async function pullTarball(ctx: Ctx) {
 /** Download and verify into the cache, then `unsquashfs` (image/squashfs.ts) into place. */
 async function pullSquashfs(ctx: Ctx) {
   const { image, dest } = ctx;
+  const delta = await rebuildFromDelta(ctx.stream, image, ctx.cache, fetchOpts(ctx));
   const got = await fetchImage(ctx.stream, image, fetchOpts(ctx));
   const root = got.root as FetchResult;
   ctx.opts.onProgress?.({ phase: "unsquashfs", file: image.root ? fileName(image.root.path) : "" });
@@ -386,13 +390,15 @@ async function pullSquashfs(ctx: Ctx) {
     method: "unsquashfs" as const,
     fingerprint: got.fingerprint,
     files: pulledFiles(image, got),
-    bytesDownloaded: downloadedOf(got),
+    bytesDownloaded: downloadedOf(got) + (delta?.downloaded ?? 0),
+    ...(delta ? { delta } : {}),
   };
 }
 
 /** `--format lxd`: the verified files, copied from the cache under the names `lxc image import` users expect. */
 async function pullFiles(ctx: Ctx) {
   const { image, dest } = ctx;
+  const delta = await rebuildFromDelta(ctx.stream, image, ctx.cache, fetchOpts(ctx));
   const got = await fetchImage(ctx.stream, image, fetchOpts(ctx));
   const staging = await mkdtemp(`${dest}.lxhub-partial-`);
   try {
@@ -419,7 +425,8 @@ async function pullFiles(ctx: Ctx) {
     method: "files" as const,
     fingerprint: got.fingerprint,
     files: pulledFiles(image, got),
-    bytesDownloaded: downloadedOf(got),
+    bytesDownloaded: downloadedOf(got) + (delta?.downloaded ?? 0),
+    ...(delta ? { delta } : {}),
   };
 }
 

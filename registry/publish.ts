@@ -140,7 +140,34 @@ export class PublishService {
     return this.catalog.locks.withLock("lxhub:publish", fn);
   }
 
+  /**
+   * Runs after each version a publish created, outside the publish lock (the server's retention
+   * policies); its failure is reported to `onError` and never fails the publish, which committed.
+   */
+  onPublished(
+    fn: (key: ProductKey, version: string) => Promise<void>,
+    onError: (err: unknown) => void,
+  ): void {
+    this.afterPublish.push({ fn, onError });
+  }
+
+  private readonly afterPublish: {
+    fn: (key: ProductKey, version: string) => Promise<void>;
+    onError: (err: unknown) => void;
+  }[] = [];
+
   async putVersion(
+    actor: Actor,
+    key: ProductKey,
+    version: string,
+    req: VersionRequest,
+  ): Promise<{ created: boolean; version: PublishedVersion }> {
+    const r = await this.putVersionOnce(actor, key, version, req);
+    if (r.created) for (const { fn, onError } of this.afterPublish) await fn(key, version).catch(onError);
+    return r;
+  }
+
+  private async putVersionOnce(
     actor: Actor,
     key: ProductKey,
     version: string,
@@ -318,22 +345,121 @@ export class PublishService {
       if (!product || !v || v.deletedAt) {
         throw new LxhubError("NOT_FOUND", `no version ${version} of ${productId(key)}`);
       }
-      const deletedAt = new Date().toISOString();
+      await this.withdraw(
+        actor,
+        [{ id: v.id, productId: product.id, target: `${productId(key)}@${version}` }],
+        {
+          action: "version.delete",
+        },
+      );
+    });
+  }
+
+  /**
+   * Adds a delta the server made to a live version (registry/deltas.ts), through the pipeline:
+   * the documents list it from the next generation on. Refused (false) when the version or its
+   * base left meanwhile, or the version already has a delta of that ftype or a file of that name.
+   */
+  async addDelta(
+    actor: Actor,
+    key: ProductKey,
+    version: string,
+    delta: { name: string; ftype: string; digest: string; size: number; deltaBase: string },
+  ): Promise<boolean> {
+    return this.serial(async () => {
+      const product = await this.catalog.images.getProduct(key);
+      const v = product ? await this.catalog.images.getVersion(product.id, version) : null;
+      const base = product ? await this.catalog.images.getVersion(product.id, delta.deltaBase) : null;
+      if (!product || !v || v.deletedAt || !base || base.deletedAt) return false;
+      if (v.items.some((i) => i.ftype === delta.ftype || i.name === delta.name)) return false;
+      if (!(await this.blobs.stat(delta.digest))) return false;
+      const item: ItemRecord = { ...delta, combined: {} };
       await this.index.change({
+        blame: { product: productId(key), version },
         apply: (state) =>
           state.map((e) =>
             e.product.id !== product.id
               ? e
-              : { ...e, versions: e.versions.map((x) => (x.id === v.id ? { ...x, deletedAt } : x)) },
+              : {
+                  ...e,
+                  versions: e.versions.map((x) => (x.id === v.id ? { ...x, items: [...x.items, item] } : x)),
+                },
           ),
         commit: async (tx) => {
-          await this.catalog.images.markVersionDeleted(tx, v.id, actor.subject);
+          await this.catalog.images.recordBlob(delta.digest, delta.size, tx);
+          await this.catalog.images.insertItem(tx, v.id, item);
           await this.catalog.audit.record(
-            { actor: actor.subject, action: "version.delete", target: `${productId(key)}@${version}` },
+            {
+              actor: actor.subject,
+              action: "version.delta",
+              target: `${productId(key)}@${version}`,
+              detail: { name: delta.name, digest: delta.digest, size: delta.size, base: delta.deltaBase },
+            },
             tx,
           );
         },
       });
+      return true;
+    });
+  }
+
+  /**
+   * Retention: withdraw several versions in one change of the documents, each recorded in the
+   * audit log with the rule that retired it. Versions already gone are skipped.
+   */
+  async retireVersions(
+    actor: Actor,
+    versions: { product: ProductKey; version: string; reason: string }[],
+  ): Promise<number> {
+    return this.serial(async () => {
+      const found: { id: number; productId: number; target: string; reason: string }[] = [];
+      for (const r of versions) {
+        const product = await this.catalog.images.getProduct(r.product);
+        const v = product ? await this.catalog.images.getVersion(product.id, r.version) : null;
+        if (product && v && !v.deletedAt) {
+          found.push({
+            id: v.id,
+            productId: product.id,
+            target: `${productId(r.product)}@${r.version}`,
+            reason: r.reason,
+          });
+        }
+      }
+      if (found.length) await this.withdraw(actor, found, { action: "version.retire" });
+      return found.length;
+    });
+  }
+
+  /** Marks versions deleted and swaps in documents without them, in one change (inside `serial`). */
+  private async withdraw(
+    actor: Actor,
+    versions: { id: number; productId: number; target: string; reason?: string }[],
+    o: { action: string },
+  ): Promise<void> {
+    const deletedAt = new Date().toISOString();
+    const ids = new Set(versions.map((v) => v.id));
+    const products = new Set(versions.map((v) => v.productId));
+    await this.index.change({
+      apply: (state) =>
+        state.map((e) =>
+          !products.has(e.product.id)
+            ? e
+            : { ...e, versions: e.versions.map((x) => (ids.has(x.id) ? { ...x, deletedAt } : x)) },
+        ),
+      commit: async (tx) => {
+        for (const v of versions) {
+          await this.catalog.images.markVersionDeleted(tx, v.id, actor.subject);
+          await this.catalog.audit.record(
+            {
+              actor: actor.subject,
+              action: o.action,
+              target: v.target,
+              ...(v.reason ? { detail: { reason: v.reason } } : {}),
+            },
+            tx,
+          );
+        }
+      },
     });
   }
 

@@ -2,12 +2,20 @@ import { mkdir } from "node:fs/promises";
 import { Keyring } from "../signing/keyring.js";
 import { openBlobStore } from "../storage/blobs/open.js";
 import type { BlobStore } from "../storage/blobs/store.js";
-import { Catalog, catalogConfigFromUrl } from "../storage/catalog/catalog.js";
+import { Catalog, catalogConfigFromUrl, type ProductKey } from "../storage/catalog/catalog.js";
 import { CatalogKeyStore } from "./keys.js";
 import { dataPath } from "../storage/layout.js";
 import { IndexService } from "./indexer.js";
 import { ProductService } from "./products.js";
 import { MirrorStatusService } from "./mirrors.js";
+import { GarbageCollector } from "./gc.js";
+import { DeltaService, type DeltaOutcome } from "./deltas.js";
+import { xdeltaAvailable } from "../image/vcdiff.js";
+import { RetentionService, type RetentionPolicy } from "./retention.js";
+import type { Actor } from "./publish.js";
+
+/** Who retires versions after a publish, in the audit log. */
+export const RETENTION_ACTOR: Actor = { subject: "retention", scopes: ["admin"] };
 import { PublishService } from "./publish.js";
 import { TokenService } from "./tokens.js";
 import { UploadService } from "./uploads.js";
@@ -32,6 +40,18 @@ export interface RegistryOptions {
   maxUploadBytesPerToken?: number;
   /** A pull-through cache of this upstream (registry/pull-through.ts); its last good copy is seeded here. */
   pullThrough?: { source: UpstreamSource } & PullThroughOptions;
+  /**
+   * Make a delta from the previous version after each publish (needs the xdelta3 program; without
+   * it `onDeltaUnavailable` is told once and none are made). Off for offline commands.
+   */
+  deltas?: boolean;
+  onDeltaUnavailable?: () => void;
+  onDelta?: (key: ProductKey, version: string, outcome: DeltaOutcome) => void;
+  onDeltaError?: (key: ProductKey, version: string, err: unknown) => void;
+  /** Retention policies applied after each publish (`lxhub serve --retain`). */
+  retention?: RetentionPolicy[];
+  /** Told when retention after a publish fails (the publish itself committed). */
+  onRetentionError?: (err: unknown) => void;
 }
 
 /** Every service of one registry, wired over its storage; used by `serve` and by offline commands. */
@@ -48,6 +68,12 @@ export interface Registry {
   pullThrough?: PullThroughService;
   /** Status of the scheduled mirrors. */
   mirrors: MirrorStatusService;
+  /** Retention policies, applied after each publish and on demand. */
+  retention: RetentionService;
+  /** Online garbage collection of the blob store. */
+  gc: GarbageCollector;
+  /** Server-made deltas; null when off or xdelta3 is missing. */
+  deltas: DeltaService | null;
   /** Limits the server checks at its boundary before reading a body. */
   limits: { maxBlobBytes: number };
   close(): Promise<void>;
@@ -83,6 +109,28 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
     });
     pullThrough?.attach(() => index.rebuild());
     const publish = new PublishService(catalog, blobs, index);
+    const retention = new RetentionService(catalog, publish, opts.retention ?? []);
+    let deltas: DeltaService | null = null;
+    if (opts.deltas) {
+      if (await xdeltaAvailable()) {
+        deltas = new DeltaService(catalog, blobs, publish, {
+          dataDir: opts.dataDir,
+          onDone: opts.onDelta,
+          onError: opts.onDeltaError,
+        });
+        const d = deltas;
+        publish.onPublished(
+          async (key, version) => d.schedule(key, version),
+          () => undefined,
+        );
+      } else opts.onDeltaUnavailable?.();
+    }
+    if (retention.policies.length) {
+      publish.onPublished(
+        async (key) => void (await retention.prune(RETENTION_ACTOR, { only: key })),
+        (err) => opts.onRetentionError?.(err),
+      );
+    }
     const uploads = new UploadService(blobs, catalog, {
       ttlSeconds: opts.uploadTtlSeconds,
       maxBlobBytes: opts.maxBlobBytes,
@@ -100,10 +148,14 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       uploads,
       pullThrough,
       mirrors: new MirrorStatusService(catalog),
+      retention,
+      gc: new GarbageCollector(catalog, blobs),
+      deltas,
       limits: { maxBlobBytes: opts.maxBlobBytes },
       close: async () => {
         pullThrough?.stop();
         index.stop();
+        await deltas?.idle();
         await catalog.close();
         await blobs.close?.();
       },

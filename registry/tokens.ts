@@ -68,7 +68,8 @@ export function validateScopes(scopes: string[]): void {
   }
 }
 
-function globToRegExp(glob: string): RegExp {
+/** A scope or policy pattern (`*` matches anything, `/` included) as an anchored regular expression. */
+export function globToRegExp(glob: string): RegExp {
   const escaped = glob.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*");
   return new RegExp(`^${escaped}$`);
 }

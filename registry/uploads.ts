@@ -83,6 +83,13 @@ export const UPLOAD_QUOTA_DEFAULTS: UploadQuota = {
   maxSessionBytesPerToken: 128 * 1024 ** 3,
 };
 
+/**
+ * Held by a garbage collection while it checks and deletes a batch of blobs, and by whatever marks
+ * a stored blob as used (a commit that finds it already there, a client asking for it), so a blob
+ * is never deleted between being found and being marked (registry/gc.ts).
+ */
+export const GC_SWEEP_LOCK = "lxhub:gc-sweep";
+
 export class UploadService {
   /**
    * One process: in memory only (after a restart the state is gone and publishing computes the
@@ -121,6 +128,19 @@ export class UploadService {
    * fingerprint at commit: publishing then needs no second read of a large root file.
    */
   /** `owner` is the id of the token that opens it (see checkOwner). */
+  /**
+   * Whether the store holds `digest` — asked by a client deciding to skip an upload. A blob
+   * found is marked used now, so garbage collection spares it through its grace period while the
+   * client goes on to publish it (registry/gc.ts).
+   */
+  async wanted(digest: string): Promise<BlobInfo | null> {
+    return this.catalog.locks.withLock(GC_SWEEP_LOCK, async () => {
+      const info = await this.blobs.stat(digest);
+      if (info) await this.catalog.images.touchBlobs([digest]);
+      return info;
+    });
+  }
+
   async open(owner: string, prefix?: string): Promise<UploadView> {
     let prefixState: PrefixState | null = null;
     if (prefix !== undefined) {
@@ -291,7 +311,13 @@ export class UploadService {
     await this.live(id);
     let info: BlobInfo;
     try {
-      info = await this.blobs.commitUpload(id, digest);
+      // With the GC's sweep lock: a commit that finds the blob already stored (and drops its own
+      // copy) marks it used before a collection could take it (registry/gc.ts).
+      info = await this.catalog.locks.withLock(GC_SWEEP_LOCK, async () => {
+        const committed = await this.blobs.commitUpload(id, digest);
+        await this.catalog.images.recordBlob(committed.digest, committed.size);
+        return committed;
+      });
     } catch (err) {
       this.prefixed.delete(id);
       if (err instanceof DigestMismatchError) await this.catalog.uploads.delete(id);
@@ -300,7 +326,6 @@ export class UploadService {
     const pre = await this.prefixOf(id, info.size).catch(() => null);
     this.prefixed.delete(id);
     try {
-      await this.catalog.images.recordBlob(info.digest, info.size);
       if (pre) await this.catalog.images.recordCombined(pre.prefix, info.digest, pre.hash.hex());
       await this.catalog.uploads.delete(id);
       await this.catalog.audit.record({

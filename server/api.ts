@@ -4,6 +4,7 @@ import { renderError, RETRY_AFTER_SECONDS } from "./errors.js";
 import { blobRoutes } from "./routes/blobs.js";
 import { healthRoutes } from "./routes/health.js";
 import { mirrorRoutes } from "./routes/mirrors.js";
+import { lifecycleRoutes } from "./routes/lifecycle.js";
 import { productRoutes } from "./routes/products.js";
 import { publicRoutes } from "./routes/public.js";
 import {
@@ -29,6 +30,7 @@ export const API_ROUTES: readonly Route[] = [
   ...tokenRoutes,
   ...upstreamRoutes,
   ...mirrorRoutes,
+  ...lifecycleRoutes,
 ];
 
 /** Every route the server answers: the API's and the read path's (the contract openapi.yaml describes). */

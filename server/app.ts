@@ -9,6 +9,8 @@ import { dataPath } from "../storage/layout.js";
 import { LxhubError } from "../registry/errors.js";
 import { createApi } from "./api.js";
 import { createMetrics } from "./metrics.js";
+import { parsePolicy } from "../registry/retention.js";
+import { productTarget } from "../registry/paths.js";
 import type { ServerConfig } from "./config.js";
 import { splitHostPort } from "./config.js";
 import { createReadPath } from "./read-path.js";
@@ -125,6 +127,17 @@ export async function startServer(
         ),
       onRefresh: (r) => log.info({ event: "upstream-refreshed", upstream: upstream.label, ...r }),
     },
+    retention: config.retain.map(parsePolicy),
+    onRetentionError: (err) => log.error({ event: "retention-failed", err: errorText(err) }),
+    onDeltaUnavailable: () =>
+      log.warn(
+        { event: "deltas-off" },
+        "xdelta3 is not installed (Debian package xdelta3): no deltas are made",
+      ),
+    onDelta: (key, version, outcome) =>
+      log.info({ event: "delta", product: productTarget(key), version, ...outcome }),
+    onDeltaError: (key, version, err) =>
+      log.error({ event: "delta-failed", product: productTarget(key), version, err: errorText(err) }),
     onProblem: (problem) =>
       log.error(
         { event: "catalog-problem", problem },
@@ -150,6 +163,7 @@ export async function startServer(
   const api = createApi({
     ...registry,
     metrics: createMetrics({ mirrors: registry.mirrors, pullThrough: registry.pullThrough }),
+    gcGraceSeconds: config.gcGraceSeconds,
     onInternalError: (err) => {
       if (isClientGone(err)) log.info({ event: "client-gone", reason: errorText(err) });
       else log.error({ err }, "internal error");
@@ -252,6 +266,27 @@ export async function startServer(
       Math.max(30, config.statementTtlSeconds / 8) * 1000,
     ),
   ];
+  if (config.gcIntervalSeconds > 0) {
+    // One replica at a time collects; the others skip their turn.
+    timers.push(
+      setInterval(() => {
+        registry.catalog.locks
+          .tryLock("lxhub:gc", () => registry.gc.run({ graceSeconds: config.gcGraceSeconds }))
+          .then(
+            (r) => {
+              if (!r.held)
+                log.info({
+                  event: "gc",
+                  scanned: r.value.scanned,
+                  freed: r.value.freed.length,
+                  freedBytes: r.value.freedBytes,
+                });
+            },
+            (err: unknown) => log.error({ event: "gc-failed", err: errorText(err) }),
+          );
+      }, config.gcIntervalSeconds * 1000),
+    );
+  }
   for (const t of timers) t.unref();
 
   return {

@@ -1,6 +1,7 @@
 import path from "node:path";
 import { z } from "zod";
 import { UPLOAD_QUOTA_DEFAULTS } from "../registry/uploads.js";
+import { parseAge, parsePolicy } from "../registry/retention.js";
 
 /**
  * Server configuration: one schema with defaults; flags > environment > defaults. A wrong value
@@ -90,6 +91,28 @@ export const configSchema = z
     upstreamRefreshSeconds: z.number().int().min(1).max(86400),
     /** An upstream request with no byte moving this long fails as a timeout (env LXHUB_UPSTREAM_TIMEOUT, seconds). */
     upstreamTimeoutSeconds: z.number().positive().max(3600),
+    /**
+     * Retention policies applied after each publish, `PATTERN:keep=N,younger-than=DURATION`
+     * (repeatable flag; env LXHUB_RETAIN, separated by `;`). First match per product wins.
+     */
+    retain: z.array(
+      z.string().superRefine((text, ctx) => {
+        try {
+          parsePolicy(text);
+        } catch (err) {
+          ctx.addIssue({ code: "custom", message: (err as Error).message });
+        }
+      }),
+    ),
+    /** Make a delta from the previous version after each publish (env LXHUB_DELTAS; needs xdelta3). */
+    deltas: z.boolean(),
+    /** Seconds between garbage collections (env LXHUB_GC_INTERVAL); 0 turns them off. */
+    gcIntervalSeconds: z.number().int().min(0).max(2_000_000),
+    /**
+     * Grace period (env LXHUB_GC_GRACE): files of a retired or deleted version stay downloadable
+     * this long, and a blob used this recently is never collected.
+     */
+    gcGraceSeconds: z.number().int().min(0),
   })
   .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), {
     message: "--tls-cert and --tls-key go together",
@@ -127,6 +150,9 @@ export const DEFAULTS = {
   upstreamNoSignature: false,
   upstreamRefreshSeconds: 300,
   upstreamTimeoutSeconds: 30,
+  deltas: true,
+  gcIntervalSeconds: 24 * 3600,
+  gcGraceSeconds: 24 * 3600,
 };
 
 /** `1`, `true`, `yes`, `on` (any case) are true; `0`, `false`, `no`, `off` false; empty is unset. */
@@ -160,8 +186,22 @@ export function resolveBlobs(
   return flag || env.LXHUB_BLOBS || undefined;
 }
 
+/** A duration setting: plain seconds, or `90s`, `15m`, `24h`, `7d`; `0` stays 0. */
+function seconds(v: string | number | boolean | undefined, name: string): number | undefined {
+  if (v === undefined || typeof v === "number") return v;
+  const t = String(v).trim();
+  if (/^\d+$/.test(t)) return Number(t);
+  try {
+    return parseAge(t, name);
+  } catch (err) {
+    throw new Error(`invalid configuration: ${(err as Error).message}`);
+  }
+}
+
 export function loadConfig(
-  flags: Partial<Record<keyof ServerConfig, string | number | boolean | undefined>>,
+  flags: Partial<Record<Exclude<keyof ServerConfig, "retain">, string | number | boolean | undefined>> & {
+    retain?: string[];
+  },
   env: NodeJS.ProcessEnv = process.env,
 ): ServerConfig {
   const pick = <T>(flag: T | undefined, envName: string, dflt: T): T =>
@@ -216,6 +256,24 @@ export function loadConfig(
     ),
     upstreamTimeoutSeconds: num(
       pick(flags.upstreamTimeoutSeconds, "LXHUB_UPSTREAM_TIMEOUT", DEFAULTS.upstreamTimeoutSeconds),
+    ),
+    retain: flags.retain?.length
+      ? flags.retain
+      : (env.LXHUB_RETAIN ?? "")
+          .split(";")
+          .map((r) => r.trim())
+          .filter(Boolean),
+    deltas:
+      envBoolean(flags.deltas as boolean | undefined, "--no-deltas") ??
+      envBoolean(env.LXHUB_DELTAS, "LXHUB_DELTAS") ??
+      DEFAULTS.deltas,
+    gcIntervalSeconds: seconds(
+      pick(flags.gcIntervalSeconds, "LXHUB_GC_INTERVAL", DEFAULTS.gcIntervalSeconds),
+      "--gc-interval",
+    ),
+    gcGraceSeconds: seconds(
+      pick(flags.gcGraceSeconds, "LXHUB_GC_GRACE", DEFAULTS.gcGraceSeconds),
+      "--gc-grace",
     ),
   };
   const r = configSchema.safeParse(raw);

@@ -1,6 +1,6 @@
 import type { Route } from "./route.js";
 
-/** Whether the server has a blob, so a client skips bytes already there. */
+/** Whether the server has a blob, so a client skips bytes already there (and GC spares it a while). */
 export const blobRoutes: readonly Route[] = [
   {
     method: "HEAD",
@@ -12,7 +12,7 @@ export const blobRoutes: readonly Route[] = [
     errors: ["STORAGE_UNAVAILABLE"],
     headers: ["content-length", "docker-content-digest"],
     async handle({ res, params, deps }) {
-      const info = await deps.blobs.stat(params.digest);
+      const info = await deps.uploads.wanted(params.digest);
       if (!info) res.status(404).end();
       else
         res

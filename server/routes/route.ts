@@ -38,7 +38,11 @@ export type ApiDeps = Pick<
   | "limits"
   | "mirrors"
   | "pullThrough"
+  | "retention"
+  | "gc"
 > & {
+  /** Default grace period of a garbage collection asked for through the API (--gc-grace). */
+  gcGraceSeconds?: number;
   /** Prometheus metrics of this process (server/metrics.ts). */
   metrics?: Metrics;
   /** Where errors that are not LxhubErrors (bugs, I/O failures) are reported. */

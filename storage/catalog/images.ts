@@ -63,6 +63,8 @@ export interface ImageRecords {
     v: { productId: number; name: string; createdBy: string; contentDigest: string; items: ItemRecord[] },
   ): Promise<number>;
   markVersionDeleted(tx: Tx, versionId: number, by: string): Promise<void>;
+  /** Adds a file to a published version (a delta the server made; the version's own files never change). */
+  insertItem(tx: Tx, versionId: number, item: ItemRecord): Promise<void>;
 
   findPair(
     fingerprint: string,
@@ -74,7 +76,16 @@ export interface ImageRecords {
     pairs: { fingerprint: string; metaDigest: string; rootDigest: string; rootFtype: string }[],
   ): Promise<void>;
 
+  /** Record a committed or published blob, marking it used now. */
   recordBlob(digest: string, size: number, tx?: Tx): Promise<void>;
+  /** Mark blobs as used now (a client asked for them before publishing); unknown ones are skipped. */
+  touchBlobs(digests: string[]): Promise<void>;
+  /**
+   * Of `digests` (every blob when undefined), those still needed: named by an item of a live
+   * version, or of a version deleted after `cutoff`, or used (committed, asked for, published)
+   * after `cutoff`. ISO times compare as strings.
+   */
+  neededBlobs(cutoff: string, digests?: string[]): Promise<Set<string>>;
   getBlob(digest: string, tx?: Tx): Promise<{ digest: string; size: number } | null>;
   /** Remember sha256(meta ‖ root), computed by the server while the root was uploaded. */
   recordCombined(metaDigest: string, rootDigest: string, sha256: string): Promise<void>;
@@ -268,6 +279,18 @@ export class KnexImageRecords implements ImageRecords {
     return row.id;
   }
 
+  async insertItem(tx: Tx, versionId: number, i: ItemRecord): Promise<void> {
+    await tx("items").insert({
+      version_id: versionId,
+      name: i.name,
+      ftype: i.ftype,
+      blob_digest: i.digest,
+      size: i.size,
+      combined: JSON.stringify(i.combined),
+      delta_base: i.deltaBase,
+    });
+  }
+
   async markVersionDeleted(tx: Tx, versionId: number, by: string): Promise<void> {
     await tx("versions").where({ id: versionId }).update({ deleted_at: now(), deleted_by: by });
     // The pair may be published again elsewhere once this version left the documents.
@@ -318,7 +341,29 @@ export class KnexImageRecords implements ImageRecords {
   }
 
   async recordBlob(digest: string, size: number, tx: Knex = this.db): Promise<void> {
-    await tx("blobs").insert({ digest, size, created_at: now() }).onConflict("digest").ignore();
+    const at = now();
+    await tx("blobs")
+      .insert({ digest, size, created_at: at, used_at: at })
+      .onConflict("digest")
+      .merge({ used_at: at });
+  }
+
+  async touchBlobs(digests: string[]): Promise<void> {
+    if (digests.length) await this.db("blobs").whereIn("digest", digests).update({ used_at: now() });
+  }
+
+  async neededBlobs(cutoff: string, digests?: string[]): Promise<Set<string>> {
+    const named = this.db("items")
+      .join("versions", "versions.id", "items.version_id")
+      .where((q) => q.whereNull("versions.deleted_at").orWhere("versions.deleted_at", ">", cutoff))
+      .distinct("items.blob_digest as digest");
+    const used = this.db("blobs").where("used_at", ">", cutoff).select("digest");
+    if (digests) {
+      named.whereIn("items.blob_digest", digests);
+      used.whereIn("digest", digests);
+    }
+    const rows = [...((await named) as { digest: string }[]), ...((await used) as { digest: string }[])];
+    return new Set(rows.map((r) => r.digest));
   }
 
   async getBlob(digest: string, tx: Knex = this.db): Promise<{ digest: string; size: number } | null> {

@@ -205,7 +205,24 @@ const mirrorStatus: Migration = {
   },
 };
 
-const MIGRATIONS: Migration[] = [initial, combinedHashes, sharedState, prefixState, mirrorStatus];
+const blobUse: Migration = {
+  name: "0006_blob_used_at",
+  async up(knex) {
+    // When a blob was last committed, asked for (HEAD before a push skips its upload) or
+    // published: garbage collection spares blobs used within its grace period.
+    await knex.schema.alterTable("blobs", (t) => {
+      t.string("used_at", 32).nullable();
+    });
+    await knex("blobs").update({ used_at: knex.ref("created_at") });
+  },
+  async down(knex) {
+    await knex.schema.alterTable("blobs", (t) => {
+      t.dropColumn("used_at");
+    });
+  },
+};
+
+const MIGRATIONS: Migration[] = [initial, combinedHashes, sharedState, prefixState, mirrorStatus, blobUse];
 
 /** knex migration source over the steps above (no files on disk to go missing). */
 export const migrationSource: Knex.MigrationSource<Migration> = {

@@ -13,7 +13,14 @@ import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { buildBusyboxImage, imageFingerprint, type BusyboxImage } from "../support/image-fixture.js";
+import {
+  assertBothVersionsListed,
+  buildBusyboxVersions,
+  BUSYBOX_ALIAS as ALIAS,
+  BUSYBOX_PUSH_SCOPE as PUSH_SCOPE,
+  type BusyboxVersion,
+} from "../support/busybox-versions.js";
+import type { BusyboxImage } from "../support/image-fixture.js";
 import {
   addSimplestreamsRemote,
   ensureLxd,
@@ -28,10 +35,6 @@ import { createDatabase } from "../support/postgres.js";
 import { createTestBucket, ensureRgw } from "../support/rgw.js";
 import { lxhubCli, startServer, type RunningServer, type StartServerOptions } from "../support/server.js";
 import { pullEnv } from "../integration/pull-support.js";
-
-/** Token scope that allows publishing the test product (scope grammar: push:<os pattern>). */
-const PUSH_SCOPE = "push:busybox/*";
-const ALIAS = "busybox/1.36";
 
 /** How the server under test keeps its records and bytes, and how a token is made for it. */
 interface Storage {
@@ -71,9 +74,9 @@ function endToEnd(storage: Storage): void {
     const cleanup = new LxdCleanup();
     let work: string;
     let server: RunningServer;
+    let versions: [BusyboxVersion, BusyboxVersion];
     let v1: BusyboxImage;
     let v2: BusyboxImage;
-    let fp1: string;
     let fp2: string;
 
     before(async () => {
@@ -81,19 +84,9 @@ function endToEnd(storage: Storage): void {
       cleanup.add(`work dir ${work}`, () => rm(work, { recursive: true, force: true }));
       await ensureLxd();
 
-      const common = { os: "busybox", release: "1.36", variant: "default" } as const;
-      v1 = await buildBusyboxImage(join(work, "v1"), {
-        ...common,
-        serial: "20240101_0000",
-        marker: `v1 ${run}`,
-      });
-      v2 = await buildBusyboxImage(join(work, "v2"), {
-        ...common,
-        serial: "20240201_0000",
-        marker: `v2 ${run}`,
-      });
-      fp1 = await imageFingerprint(v1);
-      fp2 = await imageFingerprint(v2);
+      versions = await buildBusyboxVersions(work, run);
+      [v1, v2] = [versions[0].image, versions[1].image];
+      fp2 = versions[1].fingerprint;
 
       const setup = await storage.start();
       server = await startServer(setup.options);
@@ -143,24 +136,7 @@ function endToEnd(storage: Storage): void {
     });
 
     it("lists both versions, the aliases only on the newest", async () => {
-      const images = await listImages(remote);
-      const bySerial = new Map(images.map((i) => [i.properties.serial, i]));
-      assert.deepEqual([...bySerial.keys()].sort(), ["20240101_0000", "20240201_0000"]);
-
-      const newest = bySerial.get("20240201_0000");
-      const older = bySerial.get("20240101_0000");
-      assert.ok(newest && older);
-      assert.equal(newest.fingerprint, fp2);
-      assert.equal(older.fingerprint, fp1);
-      assert.equal(newest.type, "container");
-      assert.equal(newest.architecture, "x86_64");
-      const names = (newest.aliases ?? []).map((a) => a.name);
-      for (const a of [ALIAS, `${ALIAS}/default`, `${ALIAS}/amd64`])
-        assert.ok(names.includes(a), `alias ${a} in ${names}`);
-      assert.deepEqual(older.aliases ?? [], []);
-      assert.equal(newest.properties.os, "busybox");
-      assert.equal(newest.properties.release, "1.36");
-      assert.equal(newest.properties.variant, "default");
+      assertBothVersionsListed(await listImages(remote), versions);
     });
 
     it("lxc image info resolves the alias to version 2's fingerprint", async () => {

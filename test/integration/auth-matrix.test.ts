@@ -91,6 +91,16 @@ describe("auth matrix: every write route × every kind of token", () => {
       path: "/api/v1/tokens",
       body: JSON.stringify({ scopes: ["push:busybox/*"], ttl: "1h" }),
     }),
+    prune: async () => ({
+      method: "POST",
+      path: "/api/v1/prune",
+      body: JSON.stringify({ dry_run: true, policies: [{ product: "*", keep: 1 }] }),
+    }),
+    collectGarbage: async () => ({
+      method: "POST",
+      path: "/api/v1/gc",
+      body: JSON.stringify({ dry_run: true }),
+    }),
     revokeToken: async () => {
       const t = await api(s.httpUrl, "POST", "/api/v1/tokens", {
         token: admin,
