@@ -373,6 +373,18 @@ export class PullThroughService implements ExtraProducts {
     }
   }
 
+  /**
+   * Blobs the garbage collector must keep (registry/gc.ts `extraNeeded`): every file of the
+   * upstream products served now. A file the upstream withdrew becomes collectable once a refresh
+   * took it out of the last good copy.
+   */
+  neededBlobs(): Set<string> {
+    const needed = new Set<string>();
+    for (const p of this.products)
+      for (const v of p.versions) for (const f of v.files) needed.add(`sha256:${f.sha256}`);
+    return needed;
+  }
+
   // Files --------------------------------------------------------------------------------------
 
   /** Whether `path` is an upstream file path (the read path asks before serving it). */

@@ -149,7 +149,10 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       pullThrough,
       mirrors: new MirrorStatusService(catalog),
       retention,
-      gc: new GarbageCollector(catalog, blobs),
+      // Cached upstream files are named by no catalog version: the cache says which it serves.
+      gc: new GarbageCollector(catalog, blobs, {
+        extraNeeded: pullThrough ? () => pullThrough.neededBlobs() : undefined,
+      }),
       deltas,
       limits: { maxBlobBytes: opts.maxBlobBytes },
       close: async () => {

@@ -131,6 +131,7 @@ describe("pull-through cache", { timeout: 120_000 }, () => {
   let cacheData: string;
   let cacheArgs: string[];
   let upToken: string;
+  let cacheToken: string;
   let up: { meta: Buffer; root: Buffer };
   let up2: { meta: Buffer; root: Buffer };
 
@@ -149,7 +150,7 @@ describe("pull-through cache", { timeout: 120_000 }, () => {
       "1",
     ];
     cache = await startServer({ dataDir: cacheData, extraArgs: cacheArgs });
-    const cacheToken = await createToken(cache.dataDir, "admin");
+    cacheToken = await createToken(cache.dataDir, "admin");
     await publish(cache.httpUrl, cacheToken, path.join(work, "own"), "own");
     await waitForProducts(cache.httpUrl, (p) => "up:1:amd64:default" in p);
   });
@@ -205,6 +206,21 @@ describe("pull-through cache", { timeout: 120_000 }, () => {
     assert.match(metrics, /^lxhub_upstream_cache_hits_total 2$/m);
     assert.match(metrics, /^lxhub_upstream_failures_total\{kind="digest-mismatch"\} 0$/m);
     assert.match(metrics, /^lxhub_upstream_last_refresh_ok 1$/m);
+  });
+
+  it("garbage collection keeps the cached upstream files (no catalog version names them)", async () => {
+    const gc = await api(cache.httpUrl, "POST", "/api/v1/gc", {
+      token: cacheToken,
+      body: JSON.stringify({ grace: "0" }),
+      headers: { "content-type": "application/json" },
+    });
+    assert.equal(gc.status, 200, gc.text);
+    for (const f of ["lxd.tar.xz", "rootfs.tar.xz"]) {
+      const r = await fetch(cache.httpUrl + upstreamFile("up", f));
+      assert.equal(r.status, 200);
+      await r.arrayBuffer();
+      assert.equal(await requestsFor(upstream, upstreamPath("up", f)), 1, `${f} was fetched again after GC`);
+    }
   });
 
   it("ten concurrent requests for one missing file make one upstream request", async () => {
