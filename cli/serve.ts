@@ -4,6 +4,8 @@ import { loadConfig } from "../server/config.js";
 import { startServer } from "../server/app.js";
 import { describeCatalogUrl } from "../storage/catalog/catalog.js";
 import { describeBlobStore } from "../storage/blobs/open.js";
+import { HttpUpstreamSource } from "../client/upstream-source.js";
+import { dataPath } from "../storage/layout.js";
 
 /** `lxhub serve`: the image server on its embedded default (SQLite + a data folder). */
 export function registerServe(program: Command): void {
@@ -62,6 +64,27 @@ export function registerServe(program: Command): void {
       "armored OpenPGP private key (unprotected, v4) signing the .sjson/.json.gpg documents (default: made on first start, or $LXHUB_OPENPGP_KEY)",
     )
     .option(
+      "--upstream <url>",
+      "be a pull-through cache of this simplestreams server: list its images beside ours, fetch each file on first request (or $LXHUB_UPSTREAM)",
+    )
+    .option(
+      "--upstream-key <thumbprint>",
+      "the upstream lxhub's signing key (JWK thumbprint); its signed statement is then required (or $LXHUB_UPSTREAM_KEY)",
+    )
+    .option(
+      "--upstream-no-signature",
+      "the upstream is a plain simplestreams server: no statement checked, file sha256 still checked (or $LXHUB_UPSTREAM_NO_SIGNATURE=1)",
+    )
+    .option("--upstream-ca <file>", "PEM to trust for the upstream's HTTPS (or $LXHUB_UPSTREAM_CA)")
+    .option(
+      "--upstream-refresh <seconds>",
+      "seconds between refreshes of the upstream's products (default 300, or $LXHUB_UPSTREAM_REFRESH)",
+    )
+    .option(
+      "--upstream-timeout <seconds>",
+      "an upstream request with no byte moving this long fails; a client waiting on a missing file gets 504 (default 30, or $LXHUB_UPSTREAM_TIMEOUT)",
+    )
+    .option(
       "--retain <policy>",
       "retention applied after each publish: PATTERN:keep=N,younger-than=DURATION, e.g. 'debian/*:keep=3' (repeatable; first match wins; or $LXHUB_RETAIN, ';'-separated)",
       (v: string, prev: string[]) => [...prev, v],
@@ -105,6 +128,12 @@ export function registerServe(program: Command): void {
         maxUploadsPerToken?: string;
         maxUploadBytesPerToken?: string;
         openpgpKey?: string;
+        upstream?: string;
+        upstreamKey?: string;
+        upstreamNoSignature?: boolean;
+        upstreamCa?: string;
+        upstreamRefresh?: string;
+        upstreamTimeout?: string;
       }) => {
         const config = loadConfig({
           dataDir: o.data,
@@ -122,11 +151,26 @@ export function registerServe(program: Command): void {
           maxUploadsPerToken: o.maxUploadsPerToken,
           maxUploadBytesPerToken: o.maxUploadBytesPerToken,
           openpgpKey: o.openpgpKey,
+          upstream: o.upstream,
+          upstreamKey: o.upstreamKey,
+          upstreamNoSignature: o.upstreamNoSignature,
+          upstreamCa: o.upstreamCa,
+          upstreamRefreshSeconds: o.upstreamRefresh,
+          upstreamTimeoutSeconds: o.upstreamTimeout,
           retain: o.retain,
           deltas: o.deltas === false ? false : undefined,
           gcIntervalSeconds: o.gcInterval,
           gcGraceSeconds: o.gcGrace,
         });
+        const upstream = config.upstream
+          ? new HttpUpstreamSource({
+              url: config.upstream,
+              key: config.upstreamKey ?? null,
+              caFile: config.upstreamCa,
+              stateDir: dataPath(config.dataDir, { kind: "upstreamState" }),
+              stallMs: config.upstreamTimeoutSeconds * 1000,
+            })
+          : undefined;
         const mirrorsFile = o.mirrors ?? (process.env.LXHUB_MIRRORS || undefined);
         // The client's mirror code is loaded only for a server that mirrors (main.ts: lazy groups).
         const schedule = mirrorsFile ? await import("./mirror-schedule.js") : null;
@@ -134,7 +178,7 @@ export function registerServe(program: Command): void {
         // Asynchronous, buffered log writes: a synchronous write per request would cap the read path.
         const dest = pino.destination({ sync: false });
         const log = pino({ base: undefined }, dest);
-        const s = await startServer(config, log, (line) => dest.write(line));
+        const s = await startServer(config, log, (line) => dest.write(line), upstream);
         log.info({
           event: "listening",
           http: s.httpUrl,
@@ -147,6 +191,7 @@ export function registerServe(program: Command): void {
           signingKey: s.registry.keyring.active().kid,
           openpgpFingerprint: s.registry.openpgp.fingerprint,
           serial: s.registry.index.generation()?.serial,
+          upstream: upstream?.label ?? null,
           mirrors: mirrors.map((m) => m.name),
         });
         if (s.httpsUrl && s.tls) {

@@ -20,6 +20,7 @@ export const RETENTION_ACTOR: Actor = { subject: "retention", scopes: ["admin"] 
 import { PublishService } from "./publish.js";
 import { TokenService } from "./tokens.js";
 import { UploadService } from "./uploads.js";
+import { PullThroughService, type PullThroughOptions, type UpstreamSource } from "./pull-through.js";
 
 export interface RegistryOptions {
   dataDir: string;
@@ -43,6 +44,8 @@ export interface RegistryOptions {
   /** Upload quotas per token (defaults: UPLOAD_QUOTA_DEFAULTS). */
   maxUploadsPerToken?: number;
   maxUploadBytesPerToken?: number;
+  /** A pull-through cache of this upstream (registry/pull-through.ts); its last good copy is seeded here. */
+  pullThrough?: { source: UpstreamSource } & PullThroughOptions;
   /**
    * Make a delta from the previous version after each publish (needs the xdelta3 program; without
    * it `onDeltaUnavailable` is told once and none are made). Off for offline commands.
@@ -69,6 +72,8 @@ export interface Registry {
   publish: PublishService;
   products: ProductService;
   uploads: UploadService;
+  /** Present when the server is a pull-through cache of an upstream. */
+  pullThrough?: PullThroughService;
   /** Status of the scheduled mirrors. */
   mirrors: MirrorStatusService;
   /** Retention policies, applied after each publish and on demand. */
@@ -97,13 +102,22 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       : await Keyring.open(dataPath(opts.dataDir, { kind: "signingKeys" }));
     const openpgp = await openOpenPgpSigner(opts, catalog);
     const tokens = await TokenService.open(catalog, dataPath(opts.dataDir, { kind: "tokenSecret" }));
+    const pullThrough = opts.pullThrough
+      ? new PullThroughService(opts.pullThrough.source, blobs, catalog, {
+          maxFileBytes: opts.maxBlobBytes,
+          ...opts.pullThrough,
+        })
+      : undefined;
+    await pullThrough?.seed();
     const index = new IndexService(catalog, keyring, {
       statementTtlSeconds: opts.statementTtlSeconds,
       issuer: opts.issuer,
       openpgp,
       onProblem: opts.onProblem,
       onSyncError: opts.onSyncError,
+      extra: pullThrough,
     });
+    pullThrough?.attach(() => index.rebuild());
     const publish = new PublishService(catalog, blobs, index);
     const retention = new RetentionService(catalog, publish, opts.retention ?? []);
     let deltas: DeltaService | null = null;
@@ -143,12 +157,17 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       publish,
       products: new ProductService(catalog),
       uploads,
+      pullThrough,
       mirrors: new MirrorStatusService(catalog),
       retention,
-      gc: new GarbageCollector(catalog, blobs),
+      // Cached upstream files are named by no catalog version: the cache says which it serves.
+      gc: new GarbageCollector(catalog, blobs, {
+        extraNeeded: pullThrough ? () => pullThrough.neededBlobs() : undefined,
+      }),
       deltas,
       limits: { maxBlobBytes: opts.maxBlobBytes },
       close: async () => {
+        pullThrough?.stop();
         index.stop();
         await deltas?.idle();
         await catalog.close();

@@ -80,6 +80,24 @@ export const configSchema = z
     /** Bytes one token may hold in its open upload sessions together (env LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN). */
     maxUploadBytesPerToken: z.number().int().positive(),
     /**
+     * Pull-through cache (env LXHUB_UPSTREAM): serve this simplestreams server's images beside our
+     * own, fetching each file on its first request (registry/pull-through.ts). `http(s)://…`.
+     */
+    upstream: z.url({ protocol: /^https?$/, error: "must be an http:// or https:// URL" }).optional(),
+    /** The upstream lxhub's statement key, a JWK thumbprint (env LXHUB_UPSTREAM_KEY); its signed statement is then required. */
+    upstreamKey: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{43}$/, "must be a JWK thumbprint (43 base64url characters)")
+      .optional(),
+    /** The upstream is a plain simplestreams server: no statement checked, file sha256 still checked (env LXHUB_UPSTREAM_NO_SIGNATURE). */
+    upstreamNoSignature: z.boolean(),
+    /** PEM file to trust for the upstream's HTTPS instead of the system roots (env LXHUB_UPSTREAM_CA). */
+    upstreamCa: z.string().min(1).optional(),
+    /** Seconds between refreshes of the upstream's products (env LXHUB_UPSTREAM_REFRESH). */
+    upstreamRefreshSeconds: z.number().int().min(1).max(86400),
+    /** An upstream request with no byte moving this long fails as a timeout (env LXHUB_UPSTREAM_TIMEOUT, seconds). */
+    upstreamTimeoutSeconds: z.number().positive().max(3600),
+    /**
      * Retention policies applied after each publish, `PATTERN:keep=N,younger-than=DURATION`
      * (repeatable flag; env LXHUB_RETAIN, separated by `;`). First match per product wins.
      */
@@ -107,7 +125,16 @@ export const configSchema = z
   })
   .refine((c) => c.listen !== "" || c.tlsListen !== "", {
     message: "at least one of --listen / --tls-listen",
-  });
+  })
+  .refine((c) => c.upstream === undefined || (c.upstreamKey !== undefined) !== c.upstreamNoSignature, {
+    message:
+      "--upstream needs exactly one of --upstream-key THUMBPRINT (an lxhub upstream's signing key) or --upstream-no-signature (a plain simplestreams server)",
+  })
+  .refine(
+    (c) =>
+      c.upstream !== undefined || (c.upstreamKey === undefined && !c.upstreamNoSignature && !c.upstreamCa),
+    { message: "--upstream-key, --upstream-no-signature and --upstream-ca need --upstream" },
+  );
 
 export type ServerConfig = z.infer<typeof configSchema>;
 
@@ -126,6 +153,9 @@ export const DEFAULTS = {
   idleTimeoutSeconds: 60,
   maxUploadsPerToken: UPLOAD_QUOTA_DEFAULTS.maxSessionsPerToken,
   maxUploadBytesPerToken: UPLOAD_QUOTA_DEFAULTS.maxSessionBytesPerToken,
+  upstreamNoSignature: false,
+  upstreamRefreshSeconds: 300,
+  upstreamTimeoutSeconds: 30,
   deltas: true,
   gcIntervalSeconds: 24 * 3600,
   gcGraceSeconds: 24 * 3600,
@@ -228,6 +258,19 @@ export function loadConfig(
     ),
     maxUploadBytesPerToken: num(
       pick(flags.maxUploadBytesPerToken, "LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN", DEFAULTS.maxUploadBytesPerToken),
+    ),
+    upstream: pick(flags.upstream as string | undefined, "LXHUB_UPSTREAM", undefined) || undefined,
+    upstreamKey: pick(flags.upstreamKey as string | undefined, "LXHUB_UPSTREAM_KEY", undefined) || undefined,
+    upstreamNoSignature:
+      envBoolean(flags.upstreamNoSignature as boolean | undefined, "--upstream-no-signature") ??
+      envBoolean(env.LXHUB_UPSTREAM_NO_SIGNATURE, "LXHUB_UPSTREAM_NO_SIGNATURE") ??
+      DEFAULTS.upstreamNoSignature,
+    upstreamCa: pick(flags.upstreamCa as string | undefined, "LXHUB_UPSTREAM_CA", undefined) || undefined,
+    upstreamRefreshSeconds: num(
+      pick(flags.upstreamRefreshSeconds, "LXHUB_UPSTREAM_REFRESH", DEFAULTS.upstreamRefreshSeconds),
+    ),
+    upstreamTimeoutSeconds: num(
+      pick(flags.upstreamTimeoutSeconds, "LXHUB_UPSTREAM_TIMEOUT", DEFAULTS.upstreamTimeoutSeconds),
     ),
     retain: flags.retain?.length
       ? flags.retain

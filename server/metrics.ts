@@ -1,5 +1,6 @@
 import { Counter, Gauge, Registry as PromRegistry } from "prom-client";
 import type { MirrorStatus, MirrorStatusService } from "../registry/mirrors.js";
+import type { PullThroughService, UpstreamStatus } from "../registry/pull-through.js";
 
 /**
  * The process's Prometheus metrics (`GET /metrics`, text format, through prom-client). Mirror
@@ -10,7 +11,10 @@ export interface Metrics {
   registry: PromRegistry;
 }
 
-export function createMetrics(deps: { mirrors: MirrorStatusService }): Metrics {
+export function createMetrics(deps: {
+  mirrors: MirrorStatusService;
+  pullThrough?: PullThroughService;
+}): Metrics {
   const registry = new PromRegistry();
   let snapshot: Promise<MirrorStatus[]> | null = null;
   // One catalog read per scrape, shared by every mirror metric.
@@ -74,5 +78,68 @@ export function createMetrics(deps: { mirrors: MirrorStatusService }): Metrics {
     "Bytes the mirror downloaded from its upstream",
     (s) => s.bytesTotal,
   );
+  if (deps.pullThrough) upstreamMetrics(registry, deps.pullThrough);
   return { registry };
+}
+
+/** The pull-through cache's counters (registry/pull-through.ts), this process's since it started. */
+function upstreamMetrics(registry: PromRegistry, pt: PullThroughService): void {
+  type Read = (s: UpstreamStatus) => number | null;
+  const counters: [string, string, Read][] = [
+    ["requests", "Requests made to the upstream", (s) => s.counters.upstreamRequests],
+    ["bytes", "File bytes fetched from the upstream", (s) => s.counters.upstreamBytes],
+    ["cache_hits", "Upstream files served from the store", (s) => s.counters.cacheHits],
+    ["cache_misses", "Requests for upstream files not held yet", (s) => s.counters.cacheMisses],
+    [
+      "coalesced",
+      "Requests that waited on an upstream fetch another request started",
+      (s) => s.counters.coalesced,
+    ],
+  ];
+  for (const [name, help, read] of counters) {
+    new Counter({
+      name: `lxhub_upstream_${name}_total`,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(read(pt.status()) ?? 0);
+      },
+    });
+  }
+  new Counter({
+    name: "lxhub_upstream_failures_total",
+    help: "Upstream failures by kind",
+    labelNames: ["kind"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [kind, n] of Object.entries(pt.status().counters.failures)) this.inc({ kind }, n);
+    },
+  });
+  const gauges: [string, string, Read][] = [
+    [
+      "last_refresh_ok",
+      "1 when the last refresh of the upstream products succeeded",
+      (s) => (s.lastRefresh === null ? null : s.lastRefresh.ok ? 1 : 0),
+    ],
+    [
+      "last_success_timestamp_seconds",
+      "Last successful refresh of the upstream products (Unix time)",
+      (s) => (s.lastSuccess ? Date.parse(s.lastSuccess) / 1000 : null),
+    ],
+    ["products", "Upstream products in the last good copy", (s) => s.products],
+  ];
+  for (const [name, help, read] of gauges) {
+    new Gauge({
+      name: `lxhub_upstream_${name}`,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        const v = read(pt.status());
+        if (v !== null) this.set(v);
+      },
+    });
+  }
 }

@@ -93,3 +93,31 @@ it("a catalog URL is PostgreSQL, sqlite:FILE or nothing; anything else is a clea
     "postgres://lxhub:***@db:5432/lxhub",
   );
 });
+
+it("--upstream takes exactly one trust setting, from flags or the environment", () => {
+  const key = "A".repeat(43);
+  const none = loadConfig({}, {});
+  assert.equal(none.upstream, undefined);
+  assert.equal(none.upstreamRefreshSeconds, 300);
+  assert.equal(none.upstreamTimeoutSeconds, 30);
+  assert.equal(loadConfig({}, { LXHUB_UPSTREAM_TIMEOUT: "2.5" }).upstreamTimeoutSeconds, 2.5);
+  assert.throws(() => loadConfig({ upstreamTimeoutSeconds: "0" }, {}), /upstreamTimeoutSeconds/);
+  const signed = loadConfig({}, { LXHUB_UPSTREAM: "https://images.example/", LXHUB_UPSTREAM_KEY: key });
+  assert.deepEqual(
+    [signed.upstream, signed.upstreamKey, signed.upstreamNoSignature],
+    ["https://images.example/", key, false],
+  );
+  const plain = loadConfig(
+    { upstream: "http://127.0.0.1:8080", upstreamNoSignature: true, upstreamRefreshSeconds: "60" },
+    {},
+  );
+  assert.deepEqual([plain.upstreamNoSignature, plain.upstreamRefreshSeconds], [true, 60]);
+  assert.throws(() => loadConfig({ upstream: "http://u" }, {}), /exactly one of --upstream-key/);
+  assert.throws(
+    () => loadConfig({ upstream: "http://u", upstreamKey: key, upstreamNoSignature: true }, {}),
+    /exactly one of --upstream-key/,
+  );
+  assert.throws(() => loadConfig({ upstreamKey: key }, {}), /need --upstream/);
+  assert.throws(() => loadConfig({ upstream: "ftp://u", upstreamNoSignature: true }, {}), /http/);
+  assert.throws(() => loadConfig({ upstream: "http://u", upstreamKey: "short" }, {}), /thumbprint/);
+});
