@@ -4,7 +4,6 @@ import { loadConfig } from "../server/config.js";
 import { startServer } from "../server/app.js";
 import { describeCatalogUrl } from "../storage/catalog/catalog.js";
 import { describeBlobStore } from "../storage/blobs/open.js";
-import { HttpUpstreamSource } from "../client/upstream-source.js";
 import { dataPath } from "../storage/layout.js";
 
 /** `lxhub serve`: the image server on its embedded default (SQLite + a data folder). */
@@ -163,7 +162,8 @@ export function registerServe(program: Command): void {
           gcGraceSeconds: o.gcGrace,
         });
         const upstream = config.upstream
-          ? new HttpUpstreamSource({
+          ? // The client's HTTP code is loaded only for a pull-through cache (main.ts: lazy groups).
+            new (await import("../client/upstream-source.js")).HttpUpstreamSource({
               url: config.upstream,
               key: config.upstreamKey ?? null,
               caFile: config.upstreamCa,
