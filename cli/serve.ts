@@ -1,6 +1,8 @@
 import type { Command } from "commander";
 import { pino } from "pino";
-import { loadConfig } from "../server/config.js";
+import { readFileSync } from "node:fs";
+import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
+import { loadConfig, printableConfig, type ConfigFile } from "../server/config.js";
 import { startServer } from "../server/app.js";
 import { describeCatalogUrl } from "../storage/catalog/catalog.js";
 import { describeBlobStore } from "../storage/blobs/open.js";
@@ -11,6 +13,11 @@ export function registerServe(program: Command): void {
   program
     .command("serve")
     .description("serve images over simplestreams and take pushes over the publish API")
+    .option(
+      "--config <file>",
+      "YAML file of settings, keyed by these flags' names without -- (e.g. gc-interval: 6h); flags and $LXHUB_* win over it (or $LXHUB_CONFIG)",
+    )
+    .option("--print-config", "print the effective settings (passwords in URLs redacted) and exit")
     .option("--data <dir>", "data folder (default ./lxhub-data, or $LXHUB_DATA)")
     .option(
       "--db <url>",
@@ -107,6 +114,8 @@ export function registerServe(program: Command): void {
     )
     .action(
       async (o: {
+        config?: string;
+        printConfig?: boolean;
         mirrors?: string;
         retain: string[];
         gcInterval?: string;
@@ -134,33 +143,42 @@ export function registerServe(program: Command): void {
         upstreamRefresh?: string;
         upstreamTimeout?: string;
       }) => {
-        const config = loadConfig({
-          dataDir: o.data,
-          db: o.db,
-          blobs: o.blobs,
-          blobsRedirectSeconds: o.blobsRedirect,
-          listen: o.listen,
-          tlsListen: o.tlsListen,
-          tlsCert: o.tlsCert,
-          tlsKey: o.tlsKey,
-          allowInsecureWrites: o.allowInsecureWrites,
-          headersTimeoutSeconds: o.headersTimeout,
-          requestTimeoutSeconds: o.requestTimeout,
-          idleTimeoutSeconds: o.idleTimeout,
-          maxUploadsPerToken: o.maxUploadsPerToken,
-          maxUploadBytesPerToken: o.maxUploadBytesPerToken,
-          openpgpKey: o.openpgpKey,
-          upstream: o.upstream,
-          upstreamKey: o.upstreamKey,
-          upstreamNoSignature: o.upstreamNoSignature,
-          upstreamCa: o.upstreamCa,
-          upstreamRefreshSeconds: o.upstreamRefresh,
-          upstreamTimeoutSeconds: o.upstreamTimeout,
-          retain: o.retain,
-          deltas: o.deltas === false ? false : undefined,
-          gcIntervalSeconds: o.gcInterval,
-          gcGraceSeconds: o.gcGrace,
-        });
+        const config = loadConfig(
+          {
+            dataDir: o.data,
+            db: o.db,
+            blobs: o.blobs,
+            blobsRedirectSeconds: o.blobsRedirect,
+            listen: o.listen,
+            tlsListen: o.tlsListen,
+            tlsCert: o.tlsCert,
+            tlsKey: o.tlsKey,
+            allowInsecureWrites: o.allowInsecureWrites,
+            headersTimeoutSeconds: o.headersTimeout,
+            requestTimeoutSeconds: o.requestTimeout,
+            idleTimeoutSeconds: o.idleTimeout,
+            maxUploadsPerToken: o.maxUploadsPerToken,
+            maxUploadBytesPerToken: o.maxUploadBytesPerToken,
+            openpgpKey: o.openpgpKey,
+            upstream: o.upstream,
+            upstreamKey: o.upstreamKey,
+            upstreamNoSignature: o.upstreamNoSignature,
+            upstreamCa: o.upstreamCa,
+            upstreamRefreshSeconds: o.upstreamRefresh,
+            upstreamTimeoutSeconds: o.upstreamTimeout,
+            retain: o.retain,
+            deltas: o.deltas === false ? false : undefined,
+            gcIntervalSeconds: o.gcInterval,
+            gcGraceSeconds: o.gcGrace,
+            mirrors: o.mirrors,
+          },
+          process.env,
+          readConfigFile(o.config ?? (process.env.LXHUB_CONFIG || undefined)),
+        );
+        if (o.printConfig) {
+          process.stdout.write(stringifyYaml(printableConfig(config)));
+          return;
+        }
         const upstream = config.upstream
           ? // The client's HTTP code is loaded only for a pull-through cache (main.ts: lazy groups).
             new (await import("../client/upstream-source.js")).HttpUpstreamSource({
@@ -171,7 +189,7 @@ export function registerServe(program: Command): void {
               stallMs: config.upstreamTimeoutSeconds * 1000,
             })
           : undefined;
-        const mirrorsFile = o.mirrors ?? (process.env.LXHUB_MIRRORS || undefined);
+        const mirrorsFile = config.mirrors;
         // The client's mirror code is loaded only for a server that mirrors (main.ts: lazy groups).
         const schedule = mirrorsFile ? await import("./mirror-schedule.js") : null;
         const mirrors = schedule && mirrorsFile ? schedule.loadMirrorsFile(mirrorsFile) : [];
@@ -229,4 +247,20 @@ export function registerServe(program: Command): void {
         process.once("SIGINT", () => stop("SIGINT"));
       },
     );
+}
+
+/** The `--config` file as settings by name; a file that is not a YAML mapping is refused, naming it. */
+function readConfigFile(file: string | undefined): ConfigFile | undefined {
+  if (!file) return undefined;
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new Error(`invalid configuration: --config ${file}: ${(err as Error).message}`);
+  }
+  if (doc === null || doc === undefined) return { path: file, values: {} };
+  if (typeof doc !== "object" || Array.isArray(doc)) {
+    throw new Error(`invalid configuration: --config ${file}: not a mapping of settings (key: value)`);
+  }
+  return { path: file, values: doc as Record<string, unknown> };
 }
