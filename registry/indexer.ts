@@ -176,6 +176,8 @@ export class IndexService {
       onProblem?: (problem: string) => void;
       /** Told when following the catalog fails (the replica keeps serving what it has). */
       onSyncError?: (err: Error) => void;
+      /** Told how long each build → sign → commit of a generation took (metrics). */
+      onSealed?: (seconds: number) => void;
       /** Products served beside the catalog's (the pull-through cache). */
       extra?: ExtraProducts;
     },
@@ -401,6 +403,8 @@ export class IndexService {
       return { result: r, gen: sealed };
     });
     this.install(gen, problems);
+    // From the build's start (builtAt) to the swap: what a publish waits for the documents.
+    this.opts.onSealed?.((Date.now() - built.builtAt.getTime()) / 1000);
     return { result, gen };
   }
 

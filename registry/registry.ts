@@ -10,6 +10,7 @@ import { IndexService } from "./indexer.js";
 import { ProductService } from "./products.js";
 import { MirrorStatusService } from "./mirrors.js";
 import { GarbageCollector } from "./gc.js";
+import { RegistryStats } from "./stats.js";
 import { DeltaService, type DeltaOutcome } from "./deltas.js";
 import { xdeltaAvailable } from "../image/vcdiff.js";
 import { RetentionService, type RetentionPolicy } from "./retention.js";
@@ -80,6 +81,8 @@ export interface Registry {
   retention: RetentionService;
   /** Online garbage collection of the blob store. */
   gc: GarbageCollector;
+  /** What this process's registry did, for the metrics. */
+  stats: RegistryStats;
   /** Server-made deltas; null when off or xdelta3 is missing. */
   deltas: DeltaService | null;
   /** Limits the server checks at its boundary before reading a body. */
@@ -109,7 +112,13 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
         })
       : undefined;
     await pullThrough?.seed();
+    const stats = new RegistryStats();
     const index = new IndexService(catalog, keyring, {
+      onSealed: (seconds) => {
+        stats.indexBuilds++;
+        stats.indexBuildSeconds += seconds;
+        stats.lastIndexBuildSeconds = seconds;
+      },
       statementTtlSeconds: opts.statementTtlSeconds,
       issuer: opts.issuer,
       openpgp,
@@ -119,13 +128,20 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
     });
     pullThrough?.attach(() => index.rebuild());
     const publish = new PublishService(catalog, blobs, index);
+    publish.onPublished(
+      async () => void stats.published++,
+      () => undefined,
+    );
     const retention = new RetentionService(catalog, publish, opts.retention ?? []);
     let deltas: DeltaService | null = null;
     if (opts.deltas) {
       if (await xdeltaAvailable()) {
         deltas = new DeltaService(catalog, blobs, publish, {
           dataDir: opts.dataDir,
-          onDone: opts.onDelta,
+          onDone: (key, version, outcome) => {
+            if (outcome.made) stats.deltas++;
+            opts.onDelta?.(key, version, outcome);
+          },
           onError: opts.onDeltaError,
         });
         const d = deltas;
@@ -142,6 +158,7 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       );
     }
     const uploads = new UploadService(blobs, catalog, {
+      stats,
       ttlSeconds: opts.uploadTtlSeconds,
       maxBlobBytes: opts.maxBlobBytes,
       maxSessionsPerToken: opts.maxUploadsPerToken,
@@ -161,7 +178,9 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       mirrors: new MirrorStatusService(catalog),
       retention,
       // Cached upstream files are named by no catalog version: the cache says which it serves.
+      stats,
       gc: new GarbageCollector(catalog, blobs, {
+        stats,
         extraNeeded: pullThrough ? () => pullThrough.neededBlobs() : undefined,
       }),
       deltas,

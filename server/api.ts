@@ -82,6 +82,7 @@ export function createApi(deps: ApiDeps): express.Express {
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const { status, body } = renderError(err);
     if (status === 500) deps.onInternalError?.(err);
+    deps.metrics?.observeError(String(body.error.code));
     if (res.headersSent) {
       res.destroy();
       return;

@@ -160,9 +160,16 @@ export async function startServer(
       certPem,
       redirectSeconds: config.blobsRedirectSeconds,
     });
+  const metrics = createMetrics({
+    mirrors: registry.mirrors,
+    pullThrough: registry.pullThrough,
+    stats: registry.stats,
+    index: registry.index,
+    statementTtlSeconds: config.statementTtlSeconds,
+  });
   const api = createApi({
     ...registry,
-    metrics: createMetrics({ mirrors: registry.mirrors, pullThrough: registry.pullThrough }),
+    metrics,
     gcGraceSeconds: config.gcGraceSeconds,
     onInternalError: (err) => {
       if (isClientGone(err)) log.info({ event: "client-gone", reason: errorText(err) });
@@ -195,6 +202,10 @@ export async function startServer(
   };
   const handler: http.RequestListener = (req, res) => {
     logRequest(req, res);
+    const sentBefore = req.socket.bytesWritten;
+    res.once("finish", () =>
+      metrics.observeRequest(req.url ?? "", res.statusCode, req.socket.bytesWritten - sentBefore),
+    );
     guardBody(req, res, bodyLimits, mayOutlast, (why) =>
       log.warn({ event: "request-cut", method: req.method, url: req.url, why }),
     );
