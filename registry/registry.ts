@@ -181,7 +181,13 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       stats,
       gc: new GarbageCollector(catalog, blobs, {
         stats,
-        extraNeeded: pullThrough ? () => pullThrough.neededBlobs() : undefined,
+        // Blobs no version names but the server needs: the pull-through cache's files, and the
+        // metadata blobs open upload sessions hash as their prefix.
+        extraNeeded: async () => {
+          const needed = await uploads.openPrefixes();
+          for (const d of pullThrough?.neededBlobs() ?? []) needed.add(d);
+          return needed;
+        },
       }),
       deltas,
       limits: { maxBlobBytes: opts.maxBlobBytes },

@@ -146,6 +146,24 @@ export class UploadService {
     });
   }
 
+  /**
+   * Digests of the metadata blobs open sessions hash as their prefix: a garbage collection keeps
+   * them, or the version those sessions' root files are for could not be published.
+   */
+  async openPrefixes(at = new Date()): Promise<Set<string>> {
+    const out = new Set<string>();
+    for (const p of this.prefixed.values()) out.add(p.prefix);
+    for (const saved of await this.catalog.uploads.prefixStates(at)) {
+      try {
+        const prefix = (JSON.parse(saved) as Partial<SavedPrefix>).prefix;
+        if (typeof prefix === "string") out.add(prefix);
+      } catch {
+        // A state that does not parse names no blob.
+      }
+    }
+    return out;
+  }
+
   async open(owner: string, prefix?: string): Promise<UploadView> {
     let prefixState: PrefixState | null = null;
     if (prefix !== undefined) {

@@ -133,6 +133,24 @@ describe("retention and garbage collection", { timeout: 240_000 }, () => {
       }
     });
 
+    it("keeps the metadata blob an open upload session hashes as its prefix, until the session ends", async () => {
+      const meta = randomBytes(1500);
+      assert.equal((await uploadBlob(server.httpUrl, token, meta)).status, 201);
+      const open = await api(server.httpUrl, "POST", `/api/v1/uploads?prefix=${digestOf(meta)}`, { token });
+      assert.equal(open.status, 201, open.text);
+      const gc = async () => {
+        const r = await api(server.httpUrl, "POST", "/api/v1/gc", {
+          token,
+          body: JSON.stringify({ grace: "0" }),
+        });
+        assert.equal(r.status, 200, r.text);
+        return (r.json?.freed as { digest: string }[]).map((f) => f.digest);
+      };
+      assert.ok(!(await gc()).includes(digestOf(meta)), "kept while the session is open");
+      assert.equal((await api(server.httpUrl, "DELETE", String(open.json?.location), { token })).status, 204);
+      assert.ok((await gc()).includes(digestOf(meta)), "collected once it ended");
+    });
+
     it("POST /api/v1/prune applies given policies, and a dry run changes nothing", async () => {
       const dry = await api(server.httpUrl, "POST", "/api/v1/prune", {
         token,
