@@ -45,7 +45,7 @@ for (const [label, manager, ua] of [
       cleanup.add(`work dir ${work}`, () => rm(work, { recursive: true, force: true }));
       await manager.ensure();
       [v1, v2] = await buildBusyboxVersions(work, `delta ${label} ${run}`);
-      server = await startServer();
+      server = await startServer({ deltas: true });
       cleanup.add("lxhub server", () => server.stop());
       token = await createToken(server.dataDir, BUSYBOX_PUSH_SCOPE);
       const push = await lxhubCli(["push", server.httpUrl, v1.image.dir, "--token", token]);

@@ -40,7 +40,7 @@ describe("deltas", { timeout: 180_000 }, () => {
   before(async () => {
     work = await mkdtemp(join(tmpdir(), "lxhub-deltas-"));
     [v1, v2] = await buildBusyboxVersions(work, randomBytes(4).toString("hex"));
-    server = await startServer();
+    server = await startServer({ deltas: true });
     const token = await createToken(server.dataDir, "push:busybox/*");
     for (const v of [v1, v2]) {
       const r = await lxhubCli(["push", server.httpUrl, v.image.dir, "--token", token]);

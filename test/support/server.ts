@@ -33,6 +33,12 @@ export interface StartServerOptions {
    * False starts the server as it runs by default, refusing tokens over plain HTTP.
    */
   allowInsecureWrites?: boolean;
+  /**
+   * Let the server make deltas after publishes (default false: `--no-deltas`). A delta lands in a
+   * new generation a moment after a publish returns, which tests comparing states across
+   * operations would see as a change; the delta tests turn it on.
+   */
+  deltas?: boolean;
 }
 
 export interface RunningServer {
@@ -100,6 +106,7 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
     "--tls-listen",
     "127.0.0.1:0",
     ...(opts.allowInsecureWrites === false ? [] : ["--allow-insecure-writes"]),
+    ...(opts.deltas ? [] : ["--no-deltas"]),
   ];
   const proc = spawn(process.execPath, [...args, ...(opts.extraArgs ?? [])], {
     env: { ...process.env, ...opts.env },
