@@ -18,6 +18,10 @@ export function registerServe(program: Command): void {
       "YAML file of settings, keyed by these flags' names without -- (e.g. gc-interval: 6h); flags and $LXHUB_* win over it (or $LXHUB_CONFIG)",
     )
     .option("--print-config", "print the effective settings (passwords in URLs redacted) and exit")
+    .option(
+      "--log-format <format>",
+      "json (default: one JSON object per line, for log collectors) or pretty (for a terminal) (or $LXHUB_LOG_FORMAT)",
+    )
     .option("--data <dir>", "data folder (default ./lxhub-data, or $LXHUB_DATA)")
     .option(
       "--db <url>",
@@ -115,6 +119,7 @@ export function registerServe(program: Command): void {
     .action(
       async (o: {
         config?: string;
+        logFormat?: string;
         printConfig?: boolean;
         mirrors?: string;
         retain: string[];
@@ -171,6 +176,7 @@ export function registerServe(program: Command): void {
             gcIntervalSeconds: o.gcInterval,
             gcGraceSeconds: o.gcGrace,
             mirrors: o.mirrors,
+            logFormat: o.logFormat,
           },
           process.env,
           readConfigFile(o.config ?? (process.env.LXHUB_CONFIG || undefined)),
@@ -194,7 +200,15 @@ export function registerServe(program: Command): void {
         const schedule = mirrorsFile ? await import("./mirror-schedule.js") : null;
         const mirrors = schedule && mirrorsFile ? schedule.loadMirrorsFile(mirrorsFile) : [];
         // Asynchronous, buffered log writes: a synchronous write per request would cap the read path.
-        const dest = pino.destination({ sync: false });
+        // `pretty` turns the same JSON lines into text for a terminal (pino-pretty, as a stream).
+        const dest =
+          config.logFormat === "pretty"
+            ? (await import("pino-pretty")).default({
+                colorize: process.stdout.isTTY,
+                translateTime: "SYS:HH:MM:ss",
+                singleLine: true,
+              })
+            : pino.destination({ sync: false });
         const log = pino({ base: undefined }, dest);
         const s = await startServer(config, log, (line) => dest.write(line), upstream);
         log.info({

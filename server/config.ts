@@ -113,6 +113,8 @@ export const configSchema = z
     ),
     /** Make a delta from the previous version after each publish (env LXHUB_DELTAS; needs xdelta3). */
     deltas: z.boolean(),
+    /** Log lines as JSON (default, one object per line) or `pretty` for a terminal (env LXHUB_LOG_FORMAT). */
+    logFormat: z.enum(["json", "pretty"]),
     /** YAML file of upstreams to mirror on a schedule (env LXHUB_MIRRORS; cli/mirror-schedule.ts). */
     mirrors: z.string().min(1).optional(),
     /** Seconds between garbage collections (env LXHUB_GC_INTERVAL); 0 turns them off. */
@@ -160,6 +162,7 @@ export const DEFAULTS = {
   upstreamRefreshSeconds: 300,
   upstreamTimeoutSeconds: 30,
   deltas: true,
+  logFormat: "json",
   gcIntervalSeconds: 24 * 3600,
   gcGraceSeconds: 24 * 3600,
 };
@@ -279,6 +282,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "gcIntervalSeconds", name: "gc-interval", env: "LXHUB_GC_INTERVAL", kind: "duration" },
   { key: "gcGraceSeconds", name: "gc-grace", env: "LXHUB_GC_GRACE", kind: "duration" },
   { key: "mirrors", name: "mirrors", env: "LXHUB_MIRRORS", kind: "string" },
+  { key: "logFormat", name: "log-format", env: "LXHUB_LOG_FORMAT", kind: "string" },
 ];
 
 /** Values as commander hands them over (strings, booleans, a list for `--retain`), by field. */

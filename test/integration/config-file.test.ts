@@ -9,7 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parse } from "yaml";
-import { createToken, lxhubCli, startServer } from "../support/server.js";
+import { spawn } from "node:child_process";
+import { CLI_MAIN, createToken, lxhubCli, startServer } from "../support/server.js";
 import { publishTinyImage } from "../support/tiny-image.js";
 
 describe("lxhub serve --config", () => {
@@ -77,6 +78,38 @@ describe("lxhub serve --config", () => {
       assert.deepEqual(Object.keys(doc.products["tiny:1:amd64:default"]!.versions), ["20240201_0000"]);
     } finally {
       await server.stop();
+    }
+  });
+
+  it("--log-format pretty writes text lines for a terminal instead of JSON", async () => {
+    const child = spawn(
+      process.execPath,
+      [
+        CLI_MAIN,
+        "serve",
+        "--data",
+        join(work, "pretty"),
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "",
+        "--log-format",
+        "pretty",
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let out = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+    try {
+      for (const end = Date.now() + 20_000; !out.includes("listening");) {
+        assert.ok(Date.now() < end, `no listening line:\n${out}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const line = out.split("\n").find((l) => l.includes("listening"))!;
+      assert.ok(!line.trimStart().startsWith("{"), `a text line, not JSON: ${line}`);
+      assert.match(line, /^\[\d{2}:\d{2}:\d{2}\]/);
+    } finally {
+      child.kill("SIGTERM");
     }
   });
 });
