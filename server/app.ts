@@ -144,6 +144,7 @@ export async function startServer(
       blobs: registry.blobs,
       certPem,
       redirectSeconds: config.blobsRedirectSeconds,
+      publicUrl: config.publicUrl,
     });
   const api = createApi({
     ...registry,

@@ -61,6 +61,15 @@ export const configSchema = z
      */
     openpgpKey: z.string().min(1).optional(),
     /**
+     * Base URL the web catalog's copy-paste lines name (env LXHUB_PUBLIC_URL), e.g.
+     * `https://images.example.org`; default: the request's scheme and Host header.
+     */
+    publicUrl: z
+      .string()
+      .regex(/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/, "must be an http:// or https:// URL without query")
+      .transform((u) => u.replace(/\/+$/, ""))
+      .optional(),
+    /**
      * Accept requests that carry a token over plain HTTP (env LXHUB_ALLOW_INSECURE_WRITES). Off by
      * default: a token sent in clear can be read on the way; turn it on only for a loopback
      * listener or behind a proxy that terminates TLS.
@@ -210,6 +219,7 @@ export function loadConfig(
     maxBlobBytes: num(pick(flags.maxBlobBytes, "LXHUB_MAX_BLOB_BYTES", DEFAULTS.maxBlobBytes)),
     issuer: pick(flags.issuer as string | undefined, "LXHUB_ISSUER", DEFAULTS.issuer),
     openpgpKey: resolveOpenPgpKey(flags.openpgpKey as string | undefined, env),
+    publicUrl: pick(flags.publicUrl as string | undefined, "LXHUB_PUBLIC_URL", undefined) || undefined,
     allowInsecureWrites:
       envBoolean(flags.allowInsecureWrites as boolean | undefined, "--allow-insecure-writes") ??
       envBoolean(env.LXHUB_ALLOW_INSECURE_WRITES, "LXHUB_ALLOW_INSECURE_WRITES") ??

@@ -1,0 +1,411 @@
+import { listImages } from "../simplestreams/images.js";
+import { decodeJson, parseProducts } from "../simplestreams/parse.js";
+import type { ProductDoc } from "../simplestreams/types.js";
+import { compareBytewise, compareVersionKeys, versionDate } from "../simplestreams/version.js";
+import {
+  JWKS_PATH,
+  PRODUCTS_PATH,
+  STATEMENT_PATH,
+  servedDocument,
+  type Generation,
+  type ServedDocument,
+} from "../registry/indexer.js";
+
+/**
+ * The web catalog (`GET /`, `/images/`): one server-rendered HTML page of what the current
+ * generation publishes, read back from its own `images.json` (so the page shows exactly what
+ * LXD and Incus see, aliases as `listImages` gives them) and the key id of its statement. No
+ * framework and no build step: the page is plain HTML, styled by `/catalog.css`; `/catalog.js`
+ * only adds the filter box, so everything else works without JavaScript.
+ *
+ * Every catalog string goes through `markup`'s escaping: release titles, requirement values and
+ * mirrored upstream text are free text (names.ts), and the Host header is the client's.
+ *
+ * The page is rendered once per generation and origin (the copy-paste lines name the server),
+ * and kept: a request costs a map lookup, like the documents.
+ */
+
+/** Text already escaped (or markup written here). */
+class Html {
+  constructor(readonly text: string) {}
+}
+
+const ESCAPES: Record<string, string> = {
+  "&": "&amp;",
+  "<": "&lt;",
+  ">": "&gt;",
+  '"': "&quot;",
+  "'": "&#39;",
+};
+
+/** Escaped for both text and quoted attribute values. */
+export function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ESCAPES[c]!);
+}
+
+type Part = Html | string | number | readonly Part[];
+
+function part(v: Part): string {
+  if (v instanceof Html) return v.text;
+  if (Array.isArray(v)) return (v as readonly Part[]).map(part).join("");
+  return escapeHtml(String(v as string | number));
+}
+
+/** Markup with every interpolated value escaped, unless it is markup made by `markup` itself. */
+function markup(strings: TemplateStringsArray, ...values: Part[]): Html {
+  let out = strings[0]!;
+  values.forEach((v, i) => (out += part(v) + strings[i + 1]!));
+  return new Html(out);
+}
+
+/** The remote name the copy-paste lines use. */
+const REMOTE = "lxhub";
+
+interface VersionView {
+  key: string;
+  date: string;
+  size: number;
+  fingerprints: { type: string; fingerprint: string }[];
+  files: { name: string; ftype: string; size: number; sha256: string }[];
+}
+
+interface ProductView {
+  key: string;
+  os: string;
+  release: string;
+  releaseTitle: string;
+  arch: string;
+  variant: string;
+  /** As LXD derives them: the short ones this product won, then the `/<arch>` ones. */
+  aliases: string[];
+  requirements: [string, string][];
+  /** Newest first. */
+  versions: VersionView[];
+}
+
+/** What the page shows, from one generation (independent of the origin). */
+interface CatalogModel {
+  serial: number;
+  updated: string;
+  keyId: string;
+  products: ProductView[];
+}
+
+function keyIdOf(gen: Generation): string {
+  const jws = gen.documents.get(STATEMENT_PATH)?.body.toString("utf8") ?? "";
+  try {
+    const header = JSON.parse(Buffer.from(jws.split(".")[0] ?? "", "base64url").toString("utf8")) as {
+      kid?: unknown;
+    };
+    return typeof header.kid === "string" ? header.kid : "";
+  } catch {
+    return "";
+  }
+}
+
+function modelOf(gen: Generation): CatalogModel {
+  const doc = gen.documents.get(PRODUCTS_PATH);
+  const products = doc ? parseProducts(decodeJson(doc.body)) : null;
+  const views: ProductView[] = [];
+  if (products) {
+    const images = listImages(products, { metaFtype: "lxd.tar.xz" });
+    for (const [key, p] of products.products) views.push(productView(key, p, images));
+  }
+  views.sort(
+    (a, b) =>
+      compareBytewise(a.os, b.os) ||
+      compareBytewise(a.release, b.release) ||
+      compareBytewise(a.variant, b.variant) ||
+      compareBytewise(a.arch, b.arch),
+  );
+  return { serial: gen.serial, updated: gen.builtAt.toISOString(), keyId: keyIdOf(gen), products: views };
+}
+
+function productView(key: string, p: ProductDoc, images: ReturnType<typeof listImages>): ProductView {
+  const mine = images.filter((i) => i.productKey === key);
+  const short = new Set<string>();
+  const medium = new Set<string>();
+  for (const img of mine) for (const a of img.aliases) (a.medium ? medium : short).add(a.name);
+  const requirements = p.lxdRequirements.size ? p.lxdRequirements : p.requirements;
+  const versions = [...p.versions]
+    .sort(([a], [b]) => compareVersionKeys(b, a))
+    .map(([vkey, v]): VersionView => {
+      // One row per file: the lxd.tar.xz and incus.tar.xz items of a version name the same file.
+      const byPath = new Map<string, VersionView["files"][number]>();
+      for (const i of v.items.values()) {
+        const seen = byPath.get(i.path);
+        if (seen) seen.ftype += `, ${i.ftype}`;
+        else
+          byPath.set(i.path, {
+            name: i.path.slice(i.path.lastIndexOf("/") + 1),
+            ftype: i.ftype,
+            size: i.size,
+            sha256: i.sha256,
+          });
+      }
+      const files = [...byPath.values()].sort((a, b) => compareBytewise(a.name, b.name));
+      return {
+        key: vkey,
+        date: versionDate(vkey)?.toISOString().slice(0, 10) ?? "",
+        size: files.reduce((n, f) => n + f.size, 0),
+        fingerprints: mine
+          .filter((i) => i.versionKey === vkey)
+          .map((i) => ({ type: i.rootType, fingerprint: i.fingerprint })),
+        files,
+      };
+    });
+  return {
+    key,
+    os: p.os,
+    release: p.release,
+    releaseTitle: p.releaseTitle,
+    arch: p.arch,
+    variant: p.variant,
+    aliases: [...short, ...medium],
+    requirements: [...requirements],
+    versions,
+  };
+}
+
+/** Exact sizes, grouped by thousands: `312,456,789 bytes`. */
+const GROUPED = new Intl.NumberFormat("en");
+const size = (n: number) => `${GROUPED.format(n)} bytes`;
+
+/** The name `lxc launch` and `lxhub pull` take: the first alias LXD gives it, else its fingerprint. */
+function launchName(p: ProductView): string {
+  return p.aliases[0] ?? p.versions[0]?.fingerprints[0]?.fingerprint.slice(0, 12) ?? p.key;
+}
+
+function productHtml(p: ProductView): Html {
+  const name = launchName(p);
+  const search = [p.key, p.os, p.release, p.releaseTitle, p.arch, p.variant, ...p.aliases]
+    .join(" ")
+    .toLowerCase();
+  return markup`<article class="product" id="${p.key}" data-search="${search}">
+<h3>${p.os}/${p.release}/${p.arch}/${p.variant}</h3>
+<dl>
+<dt>Aliases</dt><dd>${p.aliases.length ? p.aliases.map((a, i) => markup`${i ? ", " : ""}<code>${a}</code>`) : "none"}</dd>
+<dt>Architecture</dt><dd><code>${p.arch}</code></dd>
+<dt>Variant</dt><dd><code>${p.variant}</code></dd>
+${
+  p.requirements.length
+    ? markup`<dt>Requirements</dt>
+        <dd>${p.requirements.map(([k, v], i) => markup`${i ? ", " : ""}<code>${k}=${v}</code>`)}</dd>`
+    : ""
+}
+</dl>
+<pre class="lines"><code>lxc launch ${REMOTE}:${name} c1</code>
+<code>incus launch ${REMOTE}:${name} c1</code>
+<code>lxhub pull ${REMOTE} ${name} ./rootfs</code></pre>
+<details${p.versions.length === 1 ? markup` open` : ""}><summary>${p.versions.length} version${p.versions.length === 1 ? "" : "s"}, newest ${p.versions[0]?.key ?? ""}</summary>
+${p.versions.map(
+  (v) =>
+    markup`<section class="version">
+      <h4>${v.key} <small>${v.date} · ${size(v.size)}</small></h4>
+      <p>
+        ${v.fingerprints.map((f) => markup`fingerprint (${f.type}) <code class="hash">${f.fingerprint}</code><br />`)}
+      </p>
+      <table>
+        <thead>
+          <tr>
+            <th>file</th>
+            <th>type</th>
+            <th>size</th>
+            <th>sha256</th>
+          </tr>
+        </thead>
+        <tbody>
+          ${v.files.map(
+            (f) =>
+              markup`<tr>
+                <td>${f.name}</td>
+                <td>${f.ftype}</td>
+                <td>${size(f.size)}</td>
+                <td><code class="hash">${f.sha256}</code></td>
+              </tr> `,
+          )}
+        </tbody>
+      </table>
+    </section> `,
+)}</details>
+</article>
+`;
+}
+
+/** Products grouped by os and release, in the clients' order. */
+function groups(
+  products: ProductView[],
+): { os: string; release: string; titles: string[]; products: ProductView[] }[] {
+  const out: ReturnType<typeof groups> = [];
+  for (const p of products) {
+    const last = out[out.length - 1];
+    if (last && last.os === p.os && last.release === p.release) {
+      last.products.push(p);
+      if (!last.titles.includes(p.releaseTitle)) last.titles.push(p.releaseTitle);
+    } else out.push({ os: p.os, release: p.release, titles: [p.releaseTitle], products: [p] });
+  }
+  return out;
+}
+
+/** The page for one origin (`https://host:port`, no trailing slash). */
+export function renderCatalog(model: CatalogModel, origin: string): string {
+  const docs = [
+    ["streams/v1/index.json", "index (simplestreams)"],
+    ["streams/v1/images.json", "products (simplestreams)"],
+    ["streams/v1/statement.jws", "signed statement (lxhub pull)"],
+    [JWKS_PATH, "statement signing keys (JWKS)"],
+    ["streams/v1/index.sjson", "index, OpenPGP clear-signed"],
+    ["streams/v1/images.sjson", "products, OpenPGP clear-signed"],
+    ["streams/v1/signing-key.asc", "OpenPGP signing key"],
+    [".well-known/lxhub/server.crt", "TLS certificate"],
+  ];
+  const key = model.keyId || "THUMBPRINT";
+  const page = markup`<!doctype html>
+    <html lang="en">
+      <head>
+        <meta charset="utf-8" />
+        <meta name="viewport" content="width=device-width, initial-scale=1" />
+        <title>lxhub images</title>
+        <link rel="stylesheet" href="/catalog.css" />
+        <script src="/catalog.js" defer></script>
+      </head>
+      <body>
+        <header>
+          <h1>lxhub images</h1>
+          <p>
+            ${model.products.length} product${model.products.length === 1 ? "" : "s"} · serial ${model.serial}
+            · updated ${model.updated}
+          </p>
+        </header>
+        <section id="use">
+          <h2>Use this server</h2>
+          <p>
+            LXD (<code>lxc</code>) and Incus take it as a simplestreams remote over <code>https://</code>; a
+            self-signed certificate is trusted once it sits in the client's <code>servercerts</code> folder
+            (compare its sha256 fingerprint with the one <code>lxhub serve</code> printed):
+          </p>
+          <pre
+            class="lines"
+          ><code>mkdir -p ~/.config/lxc/servercerts &amp;&amp; curl -k ${origin}/.well-known/lxhub/server.crt -o ~/.config/lxc/servercerts/${REMOTE}.crt</code>
+<code>lxc remote add ${REMOTE} ${origin} --protocol=simplestreams --public</code>
+<code>mkdir -p ~/.config/incus/servercerts &amp;&amp; curl -k ${origin}/.well-known/lxhub/server.crt -o ~/.config/incus/servercerts/${REMOTE}.crt</code>
+<code>incus remote add ${REMOTE} ${origin} --protocol=simplestreams --public</code>
+<code>lxhub remote add ${REMOTE} ${origin} --key ${key}</code></pre>
+          <p>Signed documents:</p>
+          <ul class="links">
+            ${docs.map(([path, what]) => markup`<li><a href="/${path!}">${what!}</a> <code>/${path!}</code></li> `)}
+          </ul>
+        </section>
+        <p id="filter-row" hidden>
+          <label for="filter">Filter</label>
+          <input
+            id="filter"
+            type="search"
+            placeholder="os, release, alias, architecture…"
+            autocomplete="off"
+          />
+          <span id="shown"></span>
+        </p>
+        <main>
+          ${model.products.length === 0 ? markup`<p>Nothing is published yet.</p>` : ""}
+          ${groups(model.products).map(
+            (g) =>
+              markup`<section class="group" data-group>
+                <h2>${g.os} ${g.release} <small>${g.titles.join(" / ")}</small></h2>
+                ${g.products.map(productHtml)}
+              </section> `,
+          )}
+        </main>
+      </body>
+    </html> `;
+  return page.text;
+}
+
+/** The page's stylesheet: no inline style, so the CSP needs no `'unsafe-inline'`. */
+const CSS = `:root { color-scheme: light dark; font-family: system-ui, sans-serif; }
+body { max-width: 72rem; margin: 0 auto; padding: 1rem; line-height: 1.4; }
+[hidden] { display: none !important; }
+pre.lines { overflow-x: auto; padding: .5rem; border: 1px solid #8884; border-radius: 4px; }
+.product { border-top: 1px solid #8884; padding: .5rem 0; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: .1rem 1rem; margin: .3rem 0; }
+dt { font-weight: 600; }
+dd { margin: 0; }
+table { border-collapse: collapse; font-size: .9em; }
+td, th { text-align: left; padding: .1rem .6rem .1rem 0; }
+.hash { font-size: .85em; word-break: break-all; }
+h2 small, h4 small { font-weight: normal; opacity: .75; }
+#filter { width: 20rem; max-width: 100%; }
+`;
+
+/** The filter: shows the box (hidden without JavaScript), hides products that miss a typed word. */
+const JS = `"use strict";
+(() => {
+  const row = document.getElementById("filter-row");
+  const box = document.getElementById("filter");
+  const shown = document.getElementById("shown");
+  if (!row || !box || !shown) return;
+  row.hidden = false;
+  const apply = () => {
+    const words = box.value.toLowerCase().split(/\\s+/).filter(Boolean);
+    let n = 0;
+    for (const group of document.querySelectorAll("[data-group]")) {
+      let any = false;
+      for (const p of group.querySelectorAll("[data-search]")) {
+        const hit = words.every((w) => p.dataset.search.includes(w));
+        p.hidden = !hit;
+        if (hit) { any = true; n++; }
+      }
+      group.hidden = !any;
+    }
+    shown.textContent = words.length ? n + " shown" : "";
+  };
+  box.addEventListener("input", apply);
+  apply();
+})();
+`;
+
+/** `/catalog.css` and `/catalog.js`: the same bytes for the process's life. */
+export const CATALOG_ASSETS: ReadonlyMap<string, ServedDocument> = new Map([
+  ["catalog.css", servedDocument(Buffer.from(CSS), "text/css; charset=utf-8")],
+  ["catalog.js", servedDocument(Buffer.from(JS), "text/javascript; charset=utf-8")],
+]);
+
+/**
+ * No inline script or style, nothing from elsewhere: a string that escaped escaping still could
+ * not run (defence in depth).
+ */
+export const CATALOG_CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'none'; " +
+  "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/** Origins kept per generation; a client inventing Host headers only makes more renders. */
+const MAX_ORIGINS = 16;
+const cache = new WeakMap<Generation, { model: CatalogModel; pages: Map<string, ServedDocument> }>();
+
+/** The catalog page of a generation for an origin: rendered on first use, then kept with it. */
+export function catalogPage(gen: Generation, origin: string): ServedDocument {
+  let entry = cache.get(gen);
+  if (!entry) {
+    entry = { model: modelOf(gen), pages: new Map() };
+    cache.set(gen, entry);
+  }
+  let page = entry.pages.get(origin);
+  if (!page) {
+    page = servedDocument(Buffer.from(renderCatalog(entry.model, origin)), "text/html; charset=utf-8");
+    if (entry.pages.size >= MAX_ORIGINS) entry.pages.delete(entry.pages.keys().next().value!);
+    entry.pages.set(origin, page);
+  }
+  return page;
+}
+
+/** A Host header that is a host name or IP literal with an optional port; anything else is not echoed. */
+const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$/;
+
+/**
+ * The base URL the copy-paste lines name: the configured public URL, else the request's scheme
+ * and Host header (when it looks like a host; else the placeholder `HOST`).
+ */
+export function originOf(publicUrl: string | undefined, host: string | undefined, tls: boolean): string {
+  if (publicUrl) return publicUrl;
+  return `${tls ? "https" : "http"}://${host !== undefined && HOST_RE.test(host) ? host : "HOST"}`;
+}
