@@ -1,7 +1,10 @@
 import { listImages } from "../simplestreams/images.js";
 import { decodeJson, parseProducts } from "../simplestreams/parse.js";
-import type { ProductDoc } from "../simplestreams/types.js";
+import type { ProductDoc, StreamImage } from "../simplestreams/types.js";
 import { compareBytewise, compareVersionKeys, versionDate } from "../simplestreams/version.js";
+import { createHash } from "node:crypto";
+import { promisify } from "node:util";
+import { gzip } from "node:zlib";
 import {
   JWKS_PATH,
   PRODUCTS_PATH,
@@ -88,7 +91,10 @@ interface CatalogModel {
   serial: number;
   updated: string;
   keyId: string;
-  products: ProductView[];
+  /** How many products. */
+  count: number;
+  /** The products' markup, grouped by os and release (it names no origin). */
+  main: Html;
 }
 
 function keyIdOf(gen: Generation): string {
@@ -103,13 +109,26 @@ function keyIdOf(gen: Generation): string {
   }
 }
 
-function modelOf(gen: Generation): CatalogModel {
+/** Lets requests in between the steps of a large build (each step is tens of milliseconds per 1000 products). */
+const yieldToRequests = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** How many products are rendered between two yields. */
+const PRODUCTS_PER_SLICE = 100;
+
+async function modelOf(gen: Generation): Promise<CatalogModel> {
   const doc = gen.documents.get(PRODUCTS_PATH);
   const products = doc ? parseProducts(decodeJson(doc.body)) : null;
   const views: ProductView[] = [];
   if (products) {
-    const images = listImages(products, { metaFtype: "lxd.tar.xz" });
-    for (const [key, p] of products.products) views.push(productView(key, p, images));
+    await yieldToRequests();
+    const images = new Map<string, StreamImage[]>();
+    for (const img of listImages(products, { metaFtype: "lxd.tar.xz" })) {
+      const list = images.get(img.productKey);
+      if (list) list.push(img);
+      else images.set(img.productKey, [img]);
+    }
+    await yieldToRequests();
+    for (const [key, p] of products.products) views.push(productView(key, p, images.get(key) ?? []));
   }
   views.sort(
     (a, b) =>
@@ -118,11 +137,32 @@ function modelOf(gen: Generation): CatalogModel {
       compareBytewise(a.variant, b.variant) ||
       compareBytewise(a.arch, b.arch),
   );
-  return { serial: gen.serial, updated: gen.builtAt.toISOString(), keyId: keyIdOf(gen), products: views };
+  // The products' markup names no origin: made once per generation, in slices.
+  const main: string[] = [];
+  let done = 0;
+  for (const g of groups(views)) {
+    main.push(
+      markup`<section class="group" data-group>
+      <h2>${g.os} ${g.release} <small>${g.titles.join(" / ")}</small></h2>
+    `.text,
+    );
+    for (const p of g.products) {
+      main.push(productHtml(p).text);
+      if (++done % PRODUCTS_PER_SLICE === 0) await yieldToRequests();
+    }
+    main.push("</section>\n");
+  }
+  return {
+    serial: gen.serial,
+    updated: gen.builtAt.toISOString(),
+    keyId: keyIdOf(gen),
+    count: views.length,
+    main: new Html(main.join("")),
+  };
 }
 
-function productView(key: string, p: ProductDoc, images: ReturnType<typeof listImages>): ProductView {
-  const mine = images.filter((i) => i.productKey === key);
+/** `mine`: the product's images as `listImages` gives them (aliases won, fingerprints). */
+function productView(key: string, p: ProductDoc, mine: StreamImage[]): ProductView {
   const short = new Set<string>();
   const medium = new Set<string>();
   for (const img of mine) for (const a of img.aliases) (a.medium ? medium : short).add(a.name);
@@ -248,7 +288,7 @@ function groups(
 }
 
 /** The page for one origin (`https://host:port`, no trailing slash). */
-export function renderCatalog(model: CatalogModel, origin: string): string {
+function renderCatalog(model: CatalogModel, origin: string): string {
   const docs = [
     ["streams/v1/index.json", "index (simplestreams)"],
     ["streams/v1/images.json", "products (simplestreams)"],
@@ -273,7 +313,7 @@ export function renderCatalog(model: CatalogModel, origin: string): string {
         <header>
           <h1>lxhub images</h1>
           <p>
-            ${model.products.length} product${model.products.length === 1 ? "" : "s"} · serial ${model.serial}
+            ${model.count} product${model.count === 1 ? "" : "s"} · serial ${model.serial}
             · updated ${model.updated}
           </p>
         </header>
@@ -307,14 +347,7 @@ export function renderCatalog(model: CatalogModel, origin: string): string {
           <span id="shown"></span>
         </p>
         <main>
-          ${model.products.length === 0 ? markup`<p>Nothing is published yet.</p>` : ""}
-          ${groups(model.products).map(
-            (g) =>
-              markup`<section class="group" data-group>
-                <h2>${g.os} ${g.release} <small>${g.titles.join(" / ")}</small></h2>
-                ${g.products.map(productHtml)}
-              </section> `,
-          )}
+          ${model.count === 0 ? markup`<p>Nothing is published yet.</p>` : ""} ${model.main}
         </main>
       </body>
     </html> `;
@@ -378,22 +411,52 @@ export const CATALOG_CSP =
   "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'none'; " +
   "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/** Origins kept per generation; a client inventing Host headers only makes more renders. */
+/**
+ * Origins rendered per generation. Past them a new Host header gets the page that says `HOST`
+ * (one per scheme), so a client inventing Host headers costs at most this many renders per
+ * publish; with `--public-url` there is one.
+ */
 const MAX_ORIGINS = 16;
-const cache = new WeakMap<Generation, { model: CatalogModel; pages: Map<string, ServedDocument> }>();
+const gzipAsync = promisify(gzip);
+const cache = new WeakMap<
+  Generation,
+  { model: Promise<CatalogModel>; pages: Map<string, Promise<ServedDocument>> }
+>();
 
-/** The catalog page of a generation for an origin: rendered on first use, then kept with it. */
-export function catalogPage(gen: Generation, origin: string): ServedDocument {
+/** The page as served: its gzip form made off the event loop (a large catalog takes a while). */
+async function servePage(text: string): Promise<ServedDocument> {
+  const body = Buffer.from(text);
+  const sha256 = createHash("sha256").update(body).digest("hex");
+  const compressed = await gzipAsync(body, { level: 9 });
+  return { body, gzip: compressed, etag: `"${sha256}"`, sha256, contentType: "text/html; charset=utf-8" };
+}
+
+/**
+ * The catalog page of a generation for the request's origin (`originOf`): rendered on first use,
+ * then kept with the generation (concurrent first requests share one render).
+ */
+export function catalogPage(
+  gen: Generation,
+  req: { publicUrl: string | undefined; host: string | undefined; tls: boolean },
+): Promise<ServedDocument> {
   let entry = cache.get(gen);
   if (!entry) {
+    // A document that cannot be read rejects (500), it does not throw here.
     entry = { model: modelOf(gen), pages: new Map() };
     cache.set(gen, entry);
   }
+  let origin = originOf(req.publicUrl, req.host, req.tls);
   let page = entry.pages.get(origin);
   if (!page) {
-    page = servedDocument(Buffer.from(renderCatalog(entry.model, origin)), "text/html; charset=utf-8");
-    if (entry.pages.size >= MAX_ORIGINS) entry.pages.delete(entry.pages.keys().next().value!);
-    entry.pages.set(origin, page);
+    if (entry.pages.size >= MAX_ORIGINS) {
+      origin = originOf(req.publicUrl, undefined, req.tls);
+      page = entry.pages.get(origin);
+    }
+    if (!page) {
+      const at = origin;
+      page = entry.model.then((model) => servePage(renderCatalog(model, at)));
+      entry.pages.set(origin, page);
+    }
   }
   return page;
 }

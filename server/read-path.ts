@@ -5,7 +5,7 @@ import type { IndexService, ServedDocument } from "../registry/indexer.js";
 import { LxhubError } from "../registry/errors.js";
 import { sendError } from "./errors.js";
 import { sendFileRange } from "./send-file.js";
-import { CATALOG_ASSETS, CATALOG_CSP, catalogPage, originOf } from "./catalog-page.js";
+import { CATALOG_ASSETS, CATALOG_CSP, catalogPage } from "./catalog-page.js";
 
 /**
  * The public read path on a plain `node:http` handler ahead of express (decisions.md: express
@@ -73,18 +73,19 @@ export function createReadPath(deps: {
 
   function serve(req: IncomingMessage, res: ServerResponse, rel: string, isDoc: boolean): void {
     const gen = deps.index.generation();
+    if (gen && (rel === "" || rel === "images")) {
+      catalogPage(gen, {
+        publicUrl: deps.publicUrl,
+        host: req.headers.host,
+        tls: (req.socket as { encrypted?: boolean }).encrypted === true,
+      }).then(
+        (page) => sendDocument(req, res, page, gen.builtAt),
+        (err: unknown) => sendError(res, err),
+      );
+      return;
+    }
     if (isDoc) {
-      const doc =
-        gen && (rel === "" || rel === "images")
-          ? catalogPage(
-              gen,
-              originOf(
-                deps.publicUrl,
-                req.headers.host,
-                (req.socket as { encrypted?: boolean }).encrypted === true,
-              ),
-            )
-          : gen?.documents.get(rel);
+      const doc = gen?.documents.get(rel);
       if (!gen || !doc) sendError(res, new LxhubError("NOT_FOUND", `no such document: /${rel}`));
       else sendDocument(req, res, doc, gen.builtAt);
       return;

@@ -32,6 +32,8 @@ const file = (path: string, operationId: string): Route => ({
 /** The web catalog (server/catalog-page.ts): HTML, with a Content-Security-Policy. */
 const page = (path: string, operationId: string): Route => ({
   ...document(path, operationId),
+  // 500 only if the generation's own products document could not be read back.
+  errors: ["NOT_FOUND", "INTERNAL"],
   headers: [...document(path, operationId).headers, "content-security-policy", "x-content-type-options"],
 });
 

@@ -200,4 +200,17 @@ describe("web catalog", () => {
     );
     await context.close();
   });
+
+  it("renders at most 16 origins per generation: further Host headers get the page that says HOST", async () => {
+    const lines: string[] = [];
+    for (let i = 1; i <= 20; i++) {
+      const html = (await rawGet(`${s.httpUrl}/`, { host: `h${i}.example:8443` })).body.toString("utf8");
+      lines.push(/lxc remote add lxhub (\S+) /.exec(html)?.[1] ?? "");
+    }
+    assert.equal(lines[0], "http://h1.example:8443");
+    assert.equal(lines[19], "http://HOST");
+    // What was rendered stays: the first origin still gets its own page.
+    const first = (await rawGet(`${s.httpUrl}/`, { host: "h1.example:8443" })).body.toString("utf8");
+    assert.ok(first.includes("lxc remote add lxhub http://h1.example:8443 "));
+  });
 });
