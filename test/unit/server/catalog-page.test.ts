@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { escapeHtml, originOf } from "../../../server/catalog-page.js";
+import { originOf } from "../../../server/catalog-page.js";
+import { escapeHtml } from "../../../server/catalog-render.js";
 
 test("escapeHtml escapes what could open markup or leave a quoted attribute", () => {
   assert.equal(
