@@ -1,5 +1,6 @@
 import type { BlobStore } from "../storage/blobs/store.js";
 import type { Catalog } from "../storage/catalog/catalog.js";
+import type { RegistryStats } from "./stats.js";
 import { GC_SWEEP_LOCK } from "./uploads.js";
 
 /** What one collection found and did. */
@@ -38,7 +39,7 @@ export class GarbageCollector {
   constructor(
     private readonly catalog: Catalog,
     private readonly blobs: BlobStore,
-    private readonly opts: { extraNeeded?: () => Set<string> } = {},
+    private readonly opts: { extraNeeded?: () => Set<string>; stats?: RegistryStats } = {},
   ) {}
 
   async run(o: { graceSeconds: number; dryRun?: boolean; now?: Date }): Promise<GcReport> {
@@ -89,6 +90,13 @@ export class GarbageCollector {
         report.freed.push(b);
         report.freedBytes += b.size;
       }
+    }
+    const stats = this.opts.stats;
+    if (stats && !report.dryRun) {
+      stats.gcRuns++;
+      stats.gcFreedBlobs += report.freed.length;
+      stats.gcFreedBytes += report.freedBytes;
+      stats.lastGcAt = Date.now();
     }
     return report;
   }

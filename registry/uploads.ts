@@ -1,4 +1,5 @@
 import { createHash, type Hash } from "node:crypto";
+import type { RegistryStats } from "./stats.js";
 import { createSHA256, type IHasher } from "hash-wasm";
 import { Transform, type Readable } from "node:stream";
 import {
@@ -102,7 +103,11 @@ export class UploadService {
   constructor(
     private readonly blobs: BlobStore,
     private readonly catalog: Catalog,
-    private readonly opts: { ttlSeconds: number; maxBlobBytes: number } & Partial<UploadQuota>,
+    private readonly opts: {
+      ttlSeconds: number;
+      maxBlobBytes: number;
+      stats?: RegistryStats;
+    } & Partial<UploadQuota>,
   ) {
     this.quota = {
       maxSessionsPerToken: opts.maxSessionsPerToken ?? UPLOAD_QUOTA_DEFAULTS.maxSessionsPerToken,
@@ -278,6 +283,7 @@ export class UploadService {
           });
         }
       });
+      if (this.opts.stats) this.opts.stats.uploadBytes += next.offset - offset;
       const expiresAt = this.expiry();
       await this.catalog.uploads.touch(id, expiresAt);
       return { id, offset: next.offset, expiresAt };
@@ -323,6 +329,7 @@ export class UploadService {
       if (err instanceof DigestMismatchError) await this.catalog.uploads.delete(id);
       throw mapStoreError(err);
     }
+    if (this.opts.stats) this.opts.stats.uploadCommits++;
     const pre = await this.prefixOf(id, info.size).catch(() => null);
     this.prefixed.delete(id);
     try {
