@@ -70,6 +70,10 @@ export function registerServe(program: Command): void {
       "bytes one token may hold in open upload sessions (default 128 GiB, or $LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN)",
     )
     .option(
+      "--public-url <url>",
+      "base URL the web catalog's copy-paste lines name, e.g. https://images.example.org (default: the request's scheme and Host header, or $LXHUB_PUBLIC_URL)",
+    )
+    .option(
       "--openpgp-key <file>",
       "armored OpenPGP private key (unprotected, v4) signing the .sjson/.json.gpg documents (default: made on first start, or $LXHUB_OPENPGP_KEY)",
     )
@@ -141,6 +145,7 @@ export function registerServe(program: Command): void {
         maxUploadsPerToken?: string;
         maxUploadBytesPerToken?: string;
         openpgpKey?: string;
+        publicUrl?: string;
         upstream?: string;
         upstreamKey?: string;
         upstreamNoSignature?: boolean;
@@ -165,6 +170,7 @@ export function registerServe(program: Command): void {
             maxUploadsPerToken: o.maxUploadsPerToken,
             maxUploadBytesPerToken: o.maxUploadBytesPerToken,
             openpgpKey: o.openpgpKey,
+            publicUrl: o.publicUrl,
             upstream: o.upstream,
             upstreamKey: o.upstreamKey,
             upstreamNoSignature: o.upstreamNoSignature,

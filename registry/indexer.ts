@@ -42,7 +42,8 @@ function contentTypeOf(path: string): string {
   return path.startsWith("meta/") ? "text/plain; charset=utf-8" : "application/json";
 }
 
-function served(body: Buffer, contentType: string): ServedDocument {
+/** A document with its gzip form and strong ETag, computed once. */
+export function servedDocument(body: Buffer, contentType: string): ServedDocument {
   const sha256 = createHash("sha256").update(body).digest("hex");
   return { body, gzip: gzipSync(body, { level: 9 }), etag: `"${sha256}"`, sha256, contentType };
 }
@@ -357,14 +358,14 @@ export class IndexService {
     commit: (tx: Tx) => Promise<T>,
   ): Promise<{ result: T; gen: Generation }> {
     const documents = new Map<string, ServedDocument>();
-    for (const [p, body] of built.docs) documents.set(p, served(body, contentTypeOf(p)));
+    for (const [p, body] of built.docs) documents.set(p, servedDocument(body, contentTypeOf(p)));
     documents.set(
       JWKS_PATH,
-      served(Buffer.from(JSON.stringify(this.keyring.jwks(), null, 1) + "\n"), "application/json"),
+      servedDocument(Buffer.from(JSON.stringify(this.keyring.jwks(), null, 1) + "\n"), "application/json"),
     );
     if (this.opts.openpgp) {
       for (const [p, d] of await openPgpDocuments(this.opts.openpgp, built.docs)) {
-        documents.set(p, served(d.body, d.contentType));
+        documents.set(p, servedDocument(d.body, d.contentType));
       }
     }
     const problems = built.dropped.map((d) => d.message);
@@ -382,7 +383,7 @@ export class IndexService {
         issuer: this.opts.issuer,
       });
       const all = new Map(documents);
-      all.set(STATEMENT_PATH, served(Buffer.from(jws + "\n"), "application/jose"));
+      all.set(STATEMENT_PATH, servedDocument(Buffer.from(jws + "\n"), "application/jose"));
       await this.catalog.generations.save(
         tx,
         {
@@ -421,6 +422,6 @@ export class IndexService {
 /** A stored generation as served; the file map comes from the catalog's records. */
 function fromStored(stored: StoredGeneration, files: FileMap): Generation {
   const documents = new Map<string, ServedDocument>();
-  for (const d of stored.documents) documents.set(d.path, served(d.body, d.contentType));
+  for (const d of stored.documents) documents.set(d.path, servedDocument(d.body, d.contentType));
   return { serial: stored.serial, builtAt: new Date(stored.builtAt), documents, files };
 }

@@ -159,6 +159,7 @@ export async function startServer(
       pullThrough: registry.pullThrough,
       certPem,
       redirectSeconds: config.blobsRedirectSeconds,
+      publicUrl: config.publicUrl,
     });
   const metrics = createMetrics({
     mirrors: registry.mirrors,

@@ -62,6 +62,15 @@ export const configSchema = z
      */
     openpgpKey: z.string().min(1).optional(),
     /**
+     * Base URL the web catalog's copy-paste lines name (env LXHUB_PUBLIC_URL), e.g.
+     * `https://images.example.org`; default: the request's scheme and Host header.
+     */
+    publicUrl: z
+      .string()
+      .regex(/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/, "must be an http:// or https:// URL without query")
+      .transform((u) => u.replace(/\/+$/, ""))
+      .optional(),
+    /**
      * Accept requests that carry a token over plain HTTP (env LXHUB_ALLOW_INSECURE_WRITES). Off by
      * default: a token sent in clear can be read on the way; turn it on only for a loopback
      * listener or behind a proxy that terminates TLS.
@@ -245,6 +254,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: "maxBlobBytes", name: "max-blob-bytes", env: "LXHUB_MAX_BLOB_BYTES", kind: "number" },
   { key: "issuer", name: "issuer", env: "LXHUB_ISSUER", kind: "string" },
   { key: "openpgpKey", name: "openpgp-key", env: "LXHUB_OPENPGP_KEY", kind: "string" },
+  { key: "publicUrl", name: "public-url", env: "LXHUB_PUBLIC_URL", kind: "string" },
   {
     key: "allowInsecureWrites",
     name: "allow-insecure-writes",

@@ -6,13 +6,15 @@ import type { PullThroughService } from "../registry/pull-through.js";
 import { LxhubError } from "../registry/errors.js";
 import { sendError } from "./errors.js";
 import { sendFileRange } from "./send-file.js";
+import { CATALOG_ASSETS, CATALOG_CSP, catalogPage } from "./catalog-page.js";
 
 /**
  * The public read path on a plain `node:http` handler ahead of express (decisions.md: express
  * is 4–5× slower per request). Serves the index documents from memory and image files from the
  * blob store, with Range, HEAD, ETags (a gzip form has its own), 304s on `If-None-Match` (weak
  * comparison) and, for documents, on `If-Modified-Since`, and genuine 404s. Returns false for any path it
- * does not own, so the caller hands the request on.
+ * does not own, so the caller hands the request on. `/`, `/images` and `/images/` answer the web
+ * catalog (server/catalog-page.ts), kept per generation like the documents.
  */
 export function createReadPath(deps: {
   index: IndexService;
@@ -20,20 +22,26 @@ export function createReadPath(deps: {
   certPem: string;
   /** > 0: answer file requests with a 302 to a presigned object-store URL valid this long. */
   redirectSeconds?: number;
+  /** Base URL the catalog page's copy-paste lines name; default: the request's scheme and Host. */
+  publicUrl?: string;
   /** A pull-through cache: `upstream/…` files not held yet are fetched from the upstream. */
   pullThrough?: PullThroughService;
 }) {
   const certBody = Buffer.from(deps.certPem);
+  /** Last-Modified of `/catalog.css` and `/catalog.js`, which change only with the program. */
+  const started = new Date();
 
   return function handle(req: IncomingMessage, res: ServerResponse): boolean {
     const rel = normalize(req.url ?? "/");
     if (rel === null) return false;
     // meta/1.0/: the LXC download template's index (simplestreams.md §7).
+    const isPage = rel === "" || rel === "images";
+    const asset = CATALOG_ASSETS.get(rel);
     const isDoc =
-      rel.startsWith("streams/") || rel.startsWith(".well-known/lxhub/") || rel.startsWith("meta/");
+      isPage || rel.startsWith("streams/") || rel.startsWith(".well-known/lxhub/") || rel.startsWith("meta/");
     const isFile =
       rel.startsWith("images/") || rel.startsWith("blobs/sha256/") || rel.startsWith("upstream/");
-    if (!isDoc && !isFile) return false;
+    if (!isDoc && !isFile && !asset) return false;
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.writeHead(405, { allow: "GET, HEAD", "content-type": "application/json" });
       res.end(
@@ -46,6 +54,10 @@ export function createReadPath(deps: {
     if (rel === ".well-known/lxhub/server.crt") {
       res.writeHead(200, { "content-type": "application/x-pem-file", "content-length": certBody.length });
       res.end(req.method === "HEAD" ? undefined : certBody);
+      return true;
+    }
+    if (asset) {
+      sendDocument(req, res, asset, started);
       return true;
     }
     if (deps.index.shared) {
@@ -65,6 +77,17 @@ export function createReadPath(deps: {
 
   function serve(req: IncomingMessage, res: ServerResponse, rel: string, isDoc: boolean): void {
     const gen = deps.index.generation();
+    if (gen && (rel === "" || rel === "images")) {
+      catalogPage(gen, {
+        publicUrl: deps.publicUrl,
+        host: req.headers.host,
+        tls: (req.socket as { encrypted?: boolean }).encrypted === true,
+      }).then(
+        (page) => sendDocument(req, res, page, gen.builtAt),
+        (err: unknown) => sendError(res, err),
+      );
+      return;
+    }
     if (isDoc) {
       const doc = gen?.documents.get(rel);
       if (!gen || !doc) sendError(res, new LxhubError("NOT_FOUND", `no such document: /${rel}`));
@@ -245,7 +268,9 @@ function documentHeaders(doc: ServedDocument, builtAt: Date): DocumentHeaders {
     ];
     const plain = common(doc.etag);
     const gzip = common(gzipEtag(doc));
-    const type = ["content-type", doc.contentType];
+    const type = ["content-type", doc.contentType, "x-content-type-options", "nosniff"];
+    // The catalog page runs no inline script and loads nothing from elsewhere.
+    if (doc.contentType.startsWith("text/html")) type.push("content-security-policy", CATALOG_CSP);
     h = {
       plain: {
         ok: [...type, ...plain, "content-length", String(doc.body.length)],

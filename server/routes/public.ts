@@ -29,7 +29,27 @@ const file = (path: string, operationId: string): Route => ({
   headers: ["etag", "accept-ranges", "content-range", "cache-control"],
 });
 
+/** The web catalog (server/catalog-page.ts): HTML, with a Content-Security-Policy. */
+const page = (path: string, operationId: string): Route => ({
+  ...document(path, operationId),
+  // 500 only if the generation's own products document could not be read back.
+  errors: ["NOT_FOUND", "INTERNAL"],
+  headers: [...document(path, operationId).headers, "content-security-policy", "x-content-type-options"],
+});
+
+/** The catalog page's stylesheet and script: always there. */
+const asset = (path: string, operationId: string): Route => ({
+  ...document(path, operationId),
+  errors: [],
+  headers: [...document(path, operationId).headers, "x-content-type-options"],
+});
+
 export const publicRoutes: readonly Route[] = [
+  page("/", "getCatalogPage"),
+  // `/images/` too: the read path ignores a trailing slash (openapi.yaml keeps paths without one).
+  page("/images", "getCatalogPageImages"),
+  asset("/catalog.css", "getCatalogStyle"),
+  asset("/catalog.js", "getCatalogScript"),
   document("/streams/v1/index.json", "getIndex"),
   document("/streams/v1/images.json", "getProductsDocument"),
   document("/streams/v1/statement.jws", "getStatement"),

@@ -1,28 +1,12 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { get } from "node:http";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createToken, startServer, type RunningServer } from "../support/server.js";
 import { sha256Hex } from "../support/api.js";
 import { publishTinyImage } from "../support/tiny-image.js";
-
-/** A raw GET (node's fetch would add and decode gzip itself). */
-function rawGet(
-  url: string,
-  headers: Record<string, string>,
-): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    get(url, { headers }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("end", () =>
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
-      );
-    }).on("error", reject);
-  });
-}
+import { rawGet } from "../support/raw-http.js";
 
 describe("conditional requests on documents, image files and blobs", () => {
   let s: RunningServer;

@@ -1,3 +1,4 @@
+import { request } from "node:http";
 import net from "node:net";
 import { checkAnswer } from "./openapi.js";
 
@@ -110,5 +111,30 @@ export function rawRequest(
     });
     socket.on("error", () => finish(answered !== null));
     socket.on("close", () => finish(true));
+  });
+}
+
+/** A plain GET's answer, body undecoded. */
+export interface RawAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
+
+/**
+ * A GET through node:http, which (unlike fetch) neither asks for nor decodes gzip by itself and
+ * sends any `host` header it is given.
+ */
+export function rawGet(url: string, headers: Record<string, string> = {}): Promise<RawAnswer> {
+  return new Promise((resolve, reject) => {
+    request(url, { headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () =>
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
+      );
+    })
+      .on("error", reject)
+      .end();
   });
 }

@@ -59,15 +59,24 @@ export const TINY_PRODUCT = { os: "tiny", release: "1", arch: "amd64", variant: 
  * Build a tiny image in `dir`, upload its files and publish them as TINY_PRODUCT `version`
  * (path `/images/tiny/1/amd64/default/<version>/…`), or as release `opts.release`; returns the
  * image and its files' digests. With `opts.distinct`, the image's bytes follow from the release
- * and version (creation date and marker), so each version is a new image.
+ * and version (creation date and marker), so each version is a new image. `opts.os` publishes
+ * another os; `releaseTitle` and `requirements` go into the version's body as given.
  */
 export async function publishTinyImage(
   base: string,
   token: string,
   dir: string,
   version = "20240101_0000",
-  opts: { release?: string; distinct?: boolean; aliases?: string[] } = {},
+  opts: {
+    os?: string;
+    release?: string;
+    distinct?: boolean;
+    aliases?: string[];
+    releaseTitle?: string;
+    requirements?: Record<string, string>;
+  } = {},
 ): Promise<TinyImage & { digests: { meta: string; root: string } }> {
+  const os = opts.os ?? TINY_PRODUCT.os;
   const release = opts.release ?? TINY_PRODUCT.release;
   const date = Date.UTC(
     Number(version.slice(0, 4)),
@@ -76,7 +85,9 @@ export async function publishTinyImage(
   );
   const img = await buildTinyImage(
     dir,
-    opts.distinct ? { release, creationDate: date / 1000, marker: `${release} ${version}` } : { release },
+    opts.distinct
+      ? { os, release, creationDate: date / 1000, marker: `${release} ${version}` }
+      : { os, release },
   );
   const meta = await uploadFile(base, token, img.files["lxd.tar.xz"]!);
   const root = await uploadFile(base, token, img.files["rootfs.tar.xz"]!);
@@ -86,8 +97,10 @@ export async function publishTinyImage(
       { name: "rootfs.tar.xz", ftype: "root.tar.xz", digest: root },
     ],
     ...(opts.aliases ? { aliases: opts.aliases } : {}),
+    ...(opts.releaseTitle !== undefined ? { release_title: opts.releaseTitle } : {}),
+    ...(opts.requirements ? { requirements: opts.requirements } : {}),
   });
-  const r = await api(base, "PUT", versionPath({ ...TINY_PRODUCT, release }, version), { token, body });
+  const r = await api(base, "PUT", versionPath({ ...TINY_PRODUCT, os, release }, version), { token, body });
   if (r.status !== 201) throw new Error(`publish ${version}: ${r.status} ${r.text}`);
   return { ...img, digests: { meta, root } };
 }

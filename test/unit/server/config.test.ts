@@ -94,6 +94,21 @@ it("a catalog URL is PostgreSQL, sqlite:FILE or nothing; anything else is a clea
   );
 });
 
+it("--public-url is an http(s) URL without query, kept without a trailing slash; unset by default", () => {
+  assert.equal(loadConfig({}, {}).publicUrl, undefined);
+  assert.equal(loadConfig({}, { LXHUB_PUBLIC_URL: "" }).publicUrl, undefined);
+  assert.equal(
+    loadConfig({ publicUrl: "https://images.example.org/" }, {}).publicUrl,
+    "https://images.example.org",
+  );
+  assert.equal(
+    loadConfig({}, { LXHUB_PUBLIC_URL: "http://10.0.0.1:8080/lxhub" }).publicUrl,
+    "http://10.0.0.1:8080/lxhub",
+  );
+  for (const bad of ["ftp://x.example", "https://x.example/?a=1", "images.example.org", "https://a b"])
+    assert.throws(() => loadConfig({ publicUrl: bad }, {}), /publicUrl/, bad);
+});
+
 it("--upstream takes exactly one trust setting, from flags or the environment", () => {
   const key = "A".repeat(43);
   const none = loadConfig({}, {});
