@@ -15,14 +15,9 @@ import {
   resolveLimits,
   type LimitFlags,
 } from "../client/settings.js";
-import { resolveTarget, verifyRemote } from "../client/verify.js";
+import { verifyRemote } from "../client/verify.js";
 import { interruptible } from "./interrupt.js";
-
-interface TrustFlags {
-  ca?: string;
-  key: string[];
-  signature: boolean;
-}
+import { repeat, targetOf, type TrustFlags } from "./trust-flags.js";
 
 interface PullFlags extends TrustFlags {
   arch?: string;
@@ -49,19 +44,6 @@ function limitFlags(flags: PullFlags): LimitFlags {
     maxRatio: flags.maxRatio,
     cacheMaxBytes: flags.cacheMaxSize,
   };
-}
-
-const repeat = (v: string, prev: string[]): string[] => [...prev, v];
-
-/** The remote a REMOTE_OR_URL argument names, with the trust flags; warns when it is unsigned. */
-async function targetOf(source: string, flags: TrustFlags) {
-  const target = await resolveTarget(source, {
-    caFile: flags.ca,
-    keys: flags.key,
-    noSignature: !flags.signature,
-  });
-  if (target.keys === null) warnUnsigned(target.label);
-  return target;
 }
 
 /** `lxhub pull` and `lxhub verify` (client/pull.ts, client/verify.ts). */
@@ -169,12 +151,6 @@ export function registerPull(program: Command): void {
         release();
       }
     });
-}
-
-function warnUnsigned(label: string): void {
-  process.stderr.write(
-    `lxhub: warning: not checking signatures for ${label}; only file hashes and image fingerprints protect this pull\n`,
-  );
 }
 
 function summary(alias: string, r: PullResult): string {

@@ -1,13 +1,11 @@
-import { readFileSync } from "node:fs";
 import path from "node:path";
 import type { Command } from "commander";
 import { ProgressLine, bytes } from "../client/progress.js";
 import { describePushError, pushImage } from "../client/push.js";
 import type { PushResult } from "../client/push.js";
+import { serverAccess, type ServerFlags } from "./server-flags.js";
 
-interface PushFlags {
-  token?: string;
-  ca?: string;
+interface PushFlags extends ServerFlags {
   alias: string[];
   version?: string;
 }
@@ -26,23 +24,7 @@ export function registerPush(program: Command): void {
     .option("--alias <alias>", "extra alias (repeatable)", (v: string, prev: string[]) => [...prev, v], [])
     .option("--version <version>", "version key (default: the image's creation date as YYYYMMDD_HHMM, UTC)")
     .action(async (server: string, dir: string, flags: PushFlags) => {
-      const token = flags.token ?? process.env.LXHUB_TOKEN;
-      if (!token) throw new Error("no token: pass --token or set LXHUB_TOKEN");
-      if (/^http:/i.test(server)) {
-        process.stderr.write(
-          `lxhub: warning: ${server} is plain HTTP: the token is sent in clear, and anyone on the way ` +
-            "can read it and publish with it; use the server's https:// address (--ca pins a self-signed " +
-            "certificate). The server refuses it unless started with --allow-insecure-writes.\n",
-        );
-      }
-      let ca: Buffer | undefined;
-      if (flags.ca) {
-        try {
-          ca = readFileSync(flags.ca);
-        } catch (err) {
-          throw new Error(`cannot read --ca ${flags.ca}: ${(err as Error).message}`);
-        }
-      }
+      const { token, ca } = serverAccess(server, flags);
       const progress = process.stderr.isTTY ? new ProgressLine(process.stderr) : undefined;
       let result: PushResult;
       try {
