@@ -21,6 +21,7 @@ const GROUPS: Record<string, () => Promise<Register>> = {
   mirror: async () => (await import("./mirror.js")).registerMirror,
   prune: async () => (await import("./lifecycle.js")).registerLifecycle,
   gc: async () => (await import("./lifecycle.js")).registerLifecycle,
+  image: async () => (await import("./image.js")).registerImage,
 };
 
 /** The package's version, read at run time: dist/cli/main.js → ../../package.json (also when installed). */
