@@ -1,7 +1,11 @@
 import type { Command } from "commander";
 import { filterImages, imageRecord, streamImages, type ImageRecord } from "../client/image-list.js";
+import { HttpError } from "../client/http.js";
+import { HttpPublisher, type Product } from "../client/publisher.js";
+import { describePushError } from "../client/push.js";
 import { describeError, findImage, openStream } from "../client/verify.js";
 import { printJson, renderCsv, renderTable, reporting } from "./output.js";
+import { serverAccess, type ServerFlags } from "./server-flags.js";
 import { targetOf, trustOptions, type TrustFlags } from "./trust-flags.js";
 
 interface ListFlags extends TrustFlags {
@@ -11,6 +15,10 @@ interface ListFlags extends TrustFlags {
 interface InfoFlags extends ListFlags {
   arch?: string;
   vm?: boolean;
+}
+
+interface DeleteFlags extends ServerFlags {
+  json?: boolean;
 }
 
 const LIST_FORMATS = ["table", "json", "csv"];
@@ -107,11 +115,33 @@ function infoText(r: ImageRecord): string {
   return lines.join("\n") + "\n";
 }
 
-/** `lxhub image list|info` (client/image-list.ts). */
+/** `os/release/arch/variant` → the product. */
+function parseProduct(s: string): Product {
+  const parts = s.split("/");
+  if (parts.length !== 4 || parts.some((p) => p === "")) {
+    throw new Error(`PRODUCT must be os/release/arch/variant (e.g. debian/12/amd64/default), not ${s}`);
+  }
+  const [os, release, arch, variant] = parts as [string, string, string, string];
+  return { os, release, arch, variant };
+}
+
+function describeDeleteError(err: unknown, product: string, version: string, server: string): string {
+  if (err instanceof HttpError) {
+    if (err.status === 403) {
+      return `the token may not delete ${product}: it needs a delete: scope covering it (e.g. delete:${product.split("/")[0]}/*) or admin`;
+    }
+    if (err.status === 404) return `${server} has no live version ${version} of ${product}`;
+  }
+  return describePushError(err);
+}
+
+/** `lxhub image list|info|delete` (client/image-list.ts, client/publisher.ts). */
 export function registerImage(program: Command): void {
   const image = program
     .command("image")
-    .description("list and inspect a remote's images (as incus image list/info shows them)");
+    .description(
+      "list and inspect a remote's images (as incus image list/info shows them), delete a version",
+    );
 
   trustOptions(
     image
@@ -162,4 +192,32 @@ export function registerImage(program: Command): void {
       else process.stdout.write(infoText(record));
     });
   });
+
+  image
+    .command("delete")
+    .description("withdraw a version from a server's documents (token with a delete: scope)")
+    .argument("<server>", "server URL, e.g. https://localhost:8443")
+    .argument("<product>", "os/release/arch/variant, e.g. debian/12/amd64/default")
+    .argument("<version>", "version key, e.g. 20240101_0000")
+    .option("--token <token>", "API token with a delete: scope covering the product (default: $LXHUB_TOKEN)")
+    .option("--ca <file>", "PEM certificate to trust for the server (pins a self-signed certificate)")
+    .option("--json", "print the result as JSON")
+    .action(async (server: string, productArg: string, version: string, flags: DeleteFlags) => {
+      await reporting(
+        flags.json,
+        (err) => describeDeleteError(err, productArg, version, server),
+        async () => {
+          const product = parseProduct(productArg);
+          const { token, ca } = serverAccess(server, flags);
+          const publisher = new HttpPublisher({ server, token, ca, userAgent: "lxhub-image-delete" });
+          try {
+            await publisher.deleteVersion(product, version);
+          } finally {
+            publisher.close();
+          }
+          if (flags.json) printJson({ deleted: true, product: productArg, version });
+          else process.stdout.write(`deleted ${productArg} version ${version}\n`);
+        },
+      );
+    });
 }

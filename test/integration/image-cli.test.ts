@@ -1,7 +1,7 @@
 /**
  * The client commands of issue 11 against a real `lxhub serve` on loopback, with tiny images of
- * several products and architectures: `lxhub image list|info` (shapes of docs/cli-json.md) and
- * `--version`.
+ * several products and architectures: `lxhub image list|info|delete` (shapes of
+ * docs/cli-json.md) and `--version`.
  */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -259,5 +259,49 @@ describe("lxhub image against a real server", { timeout: 5 * 60_000 }, () => {
     assert.deepEqual(Object.keys(err), ["error"]);
     assert.match(err.error.message, /has no container image "nope\/1"/);
     assert.match(r.stderr, /^lxhub: .*nope\/1/m);
+  });
+
+  it("image delete: 403 without a delete: scope covering the product, then deleted, then 404", async () => {
+    const product = "tiny/2/amd64/default";
+    const wrong = await createToken(server.dataDir, "delete:other/*");
+    const pushOnly = await createToken(server.dataDir, "push:*");
+    const right = await createToken(server.dataDir, "delete:tiny/*");
+    const del = (token: string, ...more: string[]) =>
+      cli([
+        "image",
+        "delete",
+        server.httpsUrl,
+        product,
+        "20240301_0000",
+        "--ca",
+        server.certFile,
+        ...more,
+        "--token",
+        token,
+      ]);
+
+    for (const token of [wrong, pushOnly]) {
+      const r = await del(token);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /the token may not delete tiny\/2\/amd64\/default: it needs a delete: scope/);
+    }
+    const j = await del(wrong, "--json");
+    assert.equal(j.code, 1);
+    assert.equal(parseJson<{ error: { status: number } }>(j.stdout).error.status, 403);
+
+    const ok = await del(right, "--json");
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.deepEqual(parseJson(ok.stdout), { deleted: true, product, version: "20240301_0000" });
+
+    const again = await del(right);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /has no live version 20240301_0000 of tiny\/2\/amd64\/default/);
+
+    const bad = await cli(["image", "delete", server.httpsUrl, "tiny/2", "x", "--token", right]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /PRODUCT must be os\/release\/arch\/variant/);
+
+    const list = await cli(["image", "list", "hub", "release=2", "--format", "json"]);
+    assert.deepEqual(parseJson(list.stdout), []);
   });
 });
