@@ -1,7 +1,7 @@
 /**
  * The client commands of issue 11 against a real `lxhub serve` on loopback, with tiny images of
- * several products and architectures: `lxhub image list|info|delete` (shapes of
- * docs/cli-json.md) and `--version`.
+ * several products and architectures: `lxhub image list|info|delete`, `--version`, the `--json`
+ * output of `verify`, `pull`, `push` and `remote list` (shapes of docs/cli-json.md).
  */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -12,7 +12,7 @@ import { after, before, describe, it } from "node:test";
 import type { ImageRecord as ImageJson } from "../../client/image-list.js";
 import { hostArch } from "../../simplestreams/index.js";
 import { createToken, lxhubCli, startServer, type RunningServer } from "../support/server.js";
-import { publishTinyImage } from "../support/tiny-image.js";
+import { buildTinyImage, publishTinyImage } from "../support/tiny-image.js";
 import { pullEnv } from "./pull-support.js";
 
 /** The keys of an image object, docs/cli-json.md. */
@@ -75,7 +75,7 @@ function csvRecords(text: string): string[][] {
     );
 }
 
-describe("lxhub image against a real server", { timeout: 5 * 60_000 }, () => {
+describe("lxhub image and --json against a real server", { timeout: 5 * 60_000 }, () => {
   let work: string;
   let server: RunningServer;
   let admin: string;
@@ -303,5 +303,123 @@ describe("lxhub image against a real server", { timeout: 5 * 60_000 }, () => {
 
     const list = await cli(["image", "list", "hub", "release=2", "--format", "json"]);
     assert.deepEqual(parseJson(list.stdout), []);
+  });
+
+  it("remote list --json", async () => {
+    const r = await cli(["remote", "list", "--json"]);
+    assert.equal(r.code, 0, r.stderr);
+    const remotes = parseJson<Record<string, unknown>[]>(r.stdout);
+    assert.equal(remotes.length, 1);
+    const hub = remotes[0]!;
+    assert.deepEqual(Object.keys(hub).sort(), ["added_at", "ca", "keys", "name", "signed", "url"]);
+    assert.equal(hub.name, "hub");
+    assert.equal(hub.signed, true);
+    assert.ok(Array.isArray(hub.keys) && hub.keys.length >= 1);
+    assert.equal(typeof hub.ca, "string");
+  });
+
+  it("verify --json: the report; a failed check exits 1 with ok false", async () => {
+    const r = await cli(["verify", "hub", "tiny/1", "--arch", "amd64", "--json"]);
+    assert.equal(r.code, 0, r.stderr);
+    const rep = parseJson<{
+      ok: boolean;
+      remote: string;
+      url: string;
+      alias: string;
+      steps: { what: string; ok: boolean; detail: string }[];
+      image: ImageJson;
+    }>(r.stdout);
+    assert.deepEqual(Object.keys(rep).sort(), ["alias", "image", "ok", "remote", "steps", "url"]);
+    assert.equal(rep.ok, true);
+    assert.equal(rep.alias, "tiny/1");
+    assert.ok(rep.steps.every((s) => s.ok));
+    assert.deepEqual(rep.steps.at(-1), { what: "fingerprint", ok: true, detail: rep.image.fingerprint });
+    checkImageShape(rep.image);
+
+    const failed = await cli(["verify", "hub", "nope/1", "--json"]);
+    assert.equal(failed.code, 1);
+    const bad = parseJson<{ ok: boolean; steps: { ok: boolean }[]; image: null }>(failed.stdout);
+    assert.equal(bad.ok, false);
+    assert.equal(bad.steps.at(-1)!.ok, false);
+    assert.equal(bad.image, null);
+
+    const usage = await cli(["verify", "nowhere", "--json"]);
+    assert.equal(usage.code, 1);
+    assert.match(parseJson<{ error: { message: string } }>(usage.stdout).error.message, /no remote named/);
+  });
+
+  it("pull --json: the result on stdout", async () => {
+    const dest = path.join(work, "pulled");
+    const r = await cli(["pull", "hub", "tiny/1", dest, "--arch", "amd64", "--json"]);
+    assert.equal(r.code, 0, r.stderr);
+    const res = parseJson<Record<string, unknown> & { image: ImageJson; files: Record<string, unknown>[] }>(
+      r.stdout,
+    );
+    assert.deepEqual(Object.keys(res).sort(), [
+      "alias",
+      "bytes_downloaded",
+      "delta",
+      "dest",
+      "files",
+      "fingerprint",
+      "format",
+      "image",
+      "method",
+      "remote",
+      "statement",
+    ]);
+    assert.equal(res.dest, dest);
+    assert.equal(res.fingerprint, res.image.fingerprint);
+    assert.equal(res.delta, null);
+    checkImageShape(res.image);
+    assert.deepEqual(Object.keys(res.files[0]!).sort(), [
+      "cached",
+      "downloaded",
+      "ftype",
+      "name",
+      "resumed_from",
+      "sha256",
+      "size",
+    ]);
+    const again = await cli(["pull", "hub", "tiny/1", dest, "--arch", "amd64", "--json"]);
+    assert.equal(again.code, 1);
+    assert.equal(typeof parseJson<{ error: { message: string } }>(again.stdout).error.message, "string");
+  });
+
+  it("push --json: the result on stdout", async () => {
+    const img = await buildTinyImage(path.join(work, "push3"), { release: "3" });
+    const r = await cli([
+      "push",
+      server.httpsUrl,
+      img.dir,
+      "--token",
+      admin,
+      "--ca",
+      server.certFile,
+      "--version",
+      "20240401_0000",
+      "--json",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const res = parseJson<Record<string, unknown>>(r.stdout);
+    assert.deepEqual(Object.keys(res).sort(), [
+      "aliases",
+      "bytes_skipped",
+      "bytes_uploaded",
+      "created",
+      "files",
+      "fingerprints",
+      "product",
+      "version",
+      "vm",
+    ]);
+    assert.equal(res.created, true);
+    assert.equal(res.version, "20240401_0000");
+    assert.deepEqual(res.product, { os: "tiny", release: "3", arch: "amd64", variant: "default" });
+    const noToken = await lxhubCli(["push", server.httpsUrl, img.dir, "--json"], {
+      env: { ...env, LXHUB_TOKEN: "" },
+    });
+    assert.equal(noToken.code, 1);
+    assert.match(parseJson<{ error: { message: string } }>(noToken.stdout).error.message, /no token/);
   });
 });
