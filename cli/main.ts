@@ -22,6 +22,7 @@ const GROUPS: Record<string, () => Promise<Register>> = {
   prune: async () => (await import("./lifecycle.js")).registerLifecycle,
   gc: async () => (await import("./lifecycle.js")).registerLifecycle,
   image: async () => (await import("./image.js")).registerImage,
+  completion: async () => (await import("./completion.js")).registerCompletion,
 };
 
 /** The package's version, read at run time: dist/cli/main.js → ../../package.json (also when installed). */
@@ -44,9 +45,10 @@ async function main(): Promise<void> {
     .enablePositionalOptions();
   const first = process.argv[2] ?? "";
   const wanted = GROUPS[first];
-  // Help, an unknown command or no command: register every group so commander can list them
-  // (`--version` needs none).
-  const loaders = VERSION_FLAGS.has(first) ? [] : wanted ? [wanted] : [...new Set(Object.values(GROUPS))];
+  // Help, an unknown command, no command or `completion`: register every group so commander can
+  // list them (`--version` needs none).
+  const all = [...new Set(Object.values(GROUPS))];
+  const loaders = VERSION_FLAGS.has(first) ? [] : wanted && first !== "completion" ? [wanted] : all;
   const registered = new Set<Register>();
   for (const load of loaders) {
     const register = await load();

@@ -1,7 +1,8 @@
 /**
  * The client commands of issue 11 against a real `lxhub serve` on loopback, with tiny images of
  * several products and architectures: `lxhub image list|info|delete`, `--version`, the `--json`
- * output of `verify`, `pull`, `push` and `remote list` (shapes of docs/cli-json.md).
+ * output of `verify`, `pull`, `push` and `remote list` (shapes of docs/cli-json.md) and bash
+ * completion.
  */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -11,7 +12,8 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { ImageRecord as ImageJson } from "../../client/image-list.js";
 import { hostArch } from "../../simplestreams/index.js";
-import { createToken, lxhubCli, startServer, type RunningServer } from "../support/server.js";
+import { run } from "../support/process.js";
+import { CLI_MAIN, createToken, lxhubCli, startServer, type RunningServer } from "../support/server.js";
 import { buildTinyImage, publishTinyImage } from "../support/tiny-image.js";
 import { pullEnv } from "./pull-support.js";
 
@@ -75,7 +77,7 @@ function csvRecords(text: string): string[][] {
     );
 }
 
-describe("lxhub image and --json against a real server", { timeout: 5 * 60_000 }, () => {
+describe("lxhub image, --json and completion against a real server", { timeout: 5 * 60_000 }, () => {
   let work: string;
   let server: RunningServer;
   let admin: string;
@@ -421,5 +423,40 @@ describe("lxhub image and --json against a real server", { timeout: 5 * 60_000 }
     });
     assert.equal(noToken.code, 1);
     assert.match(parseJson<{ error: { message: string } }>(noToken.stdout).error.message, /no token/);
+  });
+
+  it("completion bash: registers _lxhub, completes commands, subcommands, flags and remote names", async () => {
+    const complete = async (line: string): Promise<string[]> => {
+      const words = line.split(" ");
+      const script = [
+        `lxhub() { "${process.execPath}" "${CLI_MAIN}" "$@"; }`,
+        "source <(lxhub completion bash)",
+        `COMP_WORDS=(${words.map((w) => `'${w}'`).join(" ")})`,
+        `COMP_CWORD=${words.length - 1}`,
+        `COMP_LINE='${line}'`,
+        `COMP_POINT=${line.length}`,
+        "_lxhub lxhub",
+        'printf "%s\\n" "${COMPREPLY[@]}"',
+      ].join("\n");
+      const r = await run("bash", ["-c", script], { env: { ...process.env, ...env } });
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout.split("\n").filter(Boolean).sort();
+    };
+    const reg = await run(
+      "bash",
+      [
+        "-c",
+        `lxhub() { "${process.execPath}" "${CLI_MAIN}" "$@"; }\nsource <(lxhub completion bash); complete -p lxhub`,
+      ],
+      { env: { ...process.env, ...env } },
+    );
+    assert.equal(reg.code, 0, reg.stderr);
+    assert.match(reg.stdout, /^complete .*-F _lxhub lxhub$/m);
+    assert.deepEqual(await complete("lxhub im"), ["image"]);
+    assert.deepEqual(await complete("lxhub image "), ["delete", "info", "list"]);
+    assert.deepEqual(await complete("lxhub image list --fo"), ["--format"]);
+    assert.deepEqual(await complete("lxhub image list h"), ["hub"]);
+    assert.deepEqual(await complete("lxhub pull --arch amd64 h"), ["hub"]);
+    assert.deepEqual(await complete("lxhub remote list --j"), ["--json"]);
   });
 });
