@@ -15,16 +15,14 @@ import {
   resolveLimits,
   type LimitFlags,
 } from "../client/settings.js";
-import { resolveTarget, verifyRemote } from "../client/verify.js";
+import { imageRecord } from "../client/image-list.js";
+import { describeError, verifyRemote } from "../client/verify.js";
 import { interruptible } from "./interrupt.js";
-
-interface TrustFlags {
-  ca?: string;
-  key: string[];
-  signature: boolean;
-}
+import { printJson, reporting } from "./output.js";
+import { repeat, targetOf, type TrustFlags } from "./trust-flags.js";
 
 interface PullFlags extends TrustFlags {
+  json?: boolean;
   arch?: string;
   vm?: boolean;
   format: string;
@@ -49,19 +47,6 @@ function limitFlags(flags: PullFlags): LimitFlags {
     maxRatio: flags.maxRatio,
     cacheMaxBytes: flags.cacheMaxSize,
   };
-}
-
-const repeat = (v: string, prev: string[]): string[] => [...prev, v];
-
-/** The remote a REMOTE_OR_URL argument names, with the trust flags; warns when it is unsigned. */
-async function targetOf(source: string, flags: TrustFlags) {
-  const target = await resolveTarget(source, {
-    caFile: flags.ca,
-    keys: flags.key,
-    noSignature: !flags.signature,
-  });
-  if (target.keys === null) warnUnsigned(target.label);
-  return target;
 }
 
 /** `lxhub pull` and `lxhub verify` (client/pull.ts, client/verify.ts). */
@@ -99,34 +84,35 @@ export function registerPull(program: Command): void {
       "--cache-max-size <size>",
       `after the pull, evict the least recently used cached files above this size (e.g. 10G; env ${LIMIT_ENV.cacheMaxBytes}; default ${bytes(DEFAULT_LIMITS.cacheMaxBytes)})`,
     )
+    .option("--json", "print the result as JSON (docs/cli-json.md)")
     .action(async (source: string, alias: string, dest: string, flags: PullFlags) => {
-      if (flags.format !== "rootfs" && flags.format !== "lxd") {
-        throw new Error(`--format must be rootfs or lxd, not ${flags.format}`);
-      }
-      const limits = resolveLimits(limitFlags(flags), LIMIT_FLAGS);
-      const { signal, release } = interruptible();
-      const progress = process.stderr.isTTY ? new PullProgressLine(process.stderr) : undefined;
-      let result: PullResult;
-      try {
-        const target = await targetOf(source, flags);
-        result = await pull({
-          target,
-          alias,
-          dest,
-          arch: flags.arch,
-          vm: flags.vm,
-          format: flags.format as PullFormat,
-          onProgress: progress?.onProgress,
-          signal,
-          limits,
-        });
-      } catch (err) {
-        throw new Error(describePullError(err));
-      } finally {
-        progress?.finish();
-        release();
-      }
-      process.stdout.write(summary(alias, result));
+      const result = await reporting(flags.json, describePullError, async () => {
+        if (flags.format !== "rootfs" && flags.format !== "lxd") {
+          throw new Error(`--format must be rootfs or lxd, not ${flags.format}`);
+        }
+        const limits = resolveLimits(limitFlags(flags), LIMIT_FLAGS);
+        const { signal, release } = interruptible();
+        const progress = process.stderr.isTTY ? new PullProgressLine(process.stderr) : undefined;
+        try {
+          const target = await targetOf(source, flags);
+          return await pull({
+            target,
+            alias,
+            dest,
+            arch: flags.arch,
+            vm: flags.vm,
+            format: flags.format as PullFormat,
+            onProgress: progress?.onProgress,
+            signal,
+            limits,
+          });
+        } finally {
+          progress?.finish();
+          release();
+        }
+      });
+      if (flags.json) printJson(pullJson(source, alias, result));
+      else process.stdout.write(summary(alias, result));
       if (result.pruneFailure) process.stderr.write(`lxhub: warning: ${result.pruneFailure}\n`);
     });
 
@@ -146,35 +132,69 @@ export function registerPull(program: Command): void {
       "--stall-timeout <duration>",
       `drop a download that receives nothing this long (env ${LIMIT_ENV.stallMs}; default ${formatDuration(DEFAULT_LIMITS.stallMs)})`,
     )
+    .option("--json", "print the report as JSON (docs/cli-json.md)")
     .action(async (source: string, alias: string | undefined, flags: PullFlags) => {
-      const { stallMs } = resolveLimits(limitFlags(flags), LIMIT_FLAGS);
-      const { signal, release } = interruptible();
-      try {
-        const target = await targetOf(source, flags);
-        const report = await verifyRemote(target, {
-          alias,
-          arch: flags.arch,
-          vm: flags.vm,
-          signal,
-          stallMs,
+      const { target, report } = await reporting(flags.json, describeError, async () => {
+        const { stallMs } = resolveLimits(limitFlags(flags), LIMIT_FLAGS);
+        const { signal, release } = interruptible();
+        try {
+          const target = await targetOf(source, flags);
+          const report = await verifyRemote(target, {
+            alias,
+            arch: flags.arch,
+            vm: flags.vm,
+            signal,
+            stallMs,
+          });
+          return { target, report };
+        } finally {
+          release();
+        }
+      });
+      if (flags.json) {
+        printJson({
+          ok: report.ok,
+          remote: target.label,
+          url: target.url,
+          alias: alias ?? null,
+          steps: report.steps,
+          image: report.image ? imageRecord(report.image) : null,
         });
+      } else {
         for (const s of report.steps) {
           process.stdout.write(`${s.ok ? "ok    " : "FAILED"} ${s.what}: ${s.detail}\n`);
         }
         process.stdout.write(
           report.ok ? `verified ${target.label}${alias ? ` ${alias}` : ""}\n` : "verification failed\n",
         );
-        if (!report.ok) process.exitCode = 1;
-      } finally {
-        release();
       }
+      if (!report.ok) process.exitCode = 1;
     });
 }
 
-function warnUnsigned(label: string): void {
-  process.stderr.write(
-    `lxhub: warning: not checking signatures for ${label}; only file hashes and image fingerprints protect this pull\n`,
-  );
+/** `lxhub pull --json` (docs/cli-json.md). */
+function pullJson(remote: string, alias: string, r: PullResult) {
+  return {
+    remote,
+    alias,
+    dest: r.dest,
+    format: r.format,
+    method: r.method,
+    fingerprint: r.fingerprint,
+    image: imageRecord(r.image),
+    files: r.files.map((f) => ({
+      name: f.name,
+      ftype: f.ftype,
+      sha256: f.sha256,
+      size: f.size,
+      downloaded: f.downloaded,
+      resumed_from: f.resumedFrom,
+      cached: f.cached,
+    })),
+    bytes_downloaded: r.bytesDownloaded,
+    statement: r.statement,
+    delta: r.delta ?? null,
+  };
 }
 
 function summary(alias: string, r: PullResult): string {

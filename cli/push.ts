@@ -1,13 +1,13 @@
-import { readFileSync } from "node:fs";
 import path from "node:path";
 import type { Command } from "commander";
 import { ProgressLine, bytes } from "../client/progress.js";
 import { describePushError, pushImage } from "../client/push.js";
 import type { PushResult } from "../client/push.js";
+import { printJson, reporting } from "./output.js";
+import { serverAccess, type ServerFlags } from "./server-flags.js";
 
-interface PushFlags {
-  token?: string;
-  ca?: string;
+interface PushFlags extends ServerFlags {
+  json?: boolean;
   alias: string[];
   version?: string;
 }
@@ -25,43 +25,43 @@ export function registerPush(program: Command): void {
     .option("--ca <file>", "PEM certificate to trust for the server (pins a self-signed certificate)")
     .option("--alias <alias>", "extra alias (repeatable)", (v: string, prev: string[]) => [...prev, v], [])
     .option("--version <version>", "version key (default: the image's creation date as YYYYMMDD_HHMM, UTC)")
+    .option("--json", "print the result as JSON (docs/cli-json.md)")
     .action(async (server: string, dir: string, flags: PushFlags) => {
-      const token = flags.token ?? process.env.LXHUB_TOKEN;
-      if (!token) throw new Error("no token: pass --token or set LXHUB_TOKEN");
-      if (/^http:/i.test(server)) {
-        process.stderr.write(
-          `lxhub: warning: ${server} is plain HTTP: the token is sent in clear, and anyone on the way ` +
-            "can read it and publish with it; use the server's https:// address (--ca pins a self-signed " +
-            "certificate). The server refuses it unless started with --allow-insecure-writes.\n",
-        );
-      }
-      let ca: Buffer | undefined;
-      if (flags.ca) {
+      const result = await reporting(flags.json, describePushError, async () => {
+        const { token, ca } = serverAccess(server, flags);
+        const progress = process.stderr.isTTY ? new ProgressLine(process.stderr) : undefined;
         try {
-          ca = readFileSync(flags.ca);
-        } catch (err) {
-          throw new Error(`cannot read --ca ${flags.ca}: ${(err as Error).message}`);
+          return await pushImage({
+            server,
+            dir,
+            token,
+            ca,
+            aliases: flags.alias,
+            version: flags.version,
+            onProgress: progress?.push,
+          });
+        } finally {
+          progress?.finish();
         }
-      }
-      const progress = process.stderr.isTTY ? new ProgressLine(process.stderr) : undefined;
-      let result: PushResult;
-      try {
-        result = await pushImage({
-          server,
-          dir,
-          token,
-          ca,
-          aliases: flags.alias,
-          version: flags.version,
-          onProgress: progress?.push,
-        });
-      } catch (err) {
-        throw new Error(describePushError(err));
-      } finally {
-        progress?.finish();
-      }
-      process.stdout.write(summary(server, flags.ca, result));
+      });
+      if (flags.json) printJson(pushJson(result));
+      else process.stdout.write(summary(server, flags.ca, result));
     });
+}
+
+/** `lxhub push --json` (docs/cli-json.md). */
+function pushJson(r: PushResult) {
+  return {
+    created: r.created,
+    product: r.product,
+    version: r.version,
+    aliases: r.aliases,
+    fingerprints: r.fingerprints,
+    vm: r.vm,
+    files: r.files,
+    bytes_uploaded: r.bytesUploaded,
+    bytes_skipped: r.bytesSkipped,
+  };
 }
 
 function summary(server: string, caFile: string | undefined, r: PushResult): string {

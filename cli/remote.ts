@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { RemoteStore } from "../client/remotes.js";
 import { describeError } from "../client/verify.js";
+import { printJson, reporting } from "./output.js";
 
 interface AddFlags {
   key: string[];
@@ -60,8 +61,22 @@ export function registerRemote(program: Command): void {
   remote
     .command("list")
     .description("list the remotes")
-    .action(async () => {
-      const remotes = await new RemoteStore().list();
+    .option("--json", "print the remotes as JSON (docs/cli-json.md)")
+    .action(async (flags: { json?: boolean }) => {
+      const remotes = await reporting(flags.json, describeError, () => new RemoteStore().list());
+      if (flags.json) {
+        printJson(
+          remotes.map((r) => ({
+            name: r.name,
+            url: r.url,
+            signed: r.signed,
+            keys: r.keys.map((k) => k.kid),
+            ca: r.ca ?? null,
+            added_at: r.addedAt,
+          })),
+        );
+        return;
+      }
       if (remotes.length === 0) {
         process.stdout.write("no remotes (add one with: lxhub remote add NAME URL --trust-on-first-use)\n");
         return;

@@ -315,6 +315,11 @@ export async function openStream(target: RemoteTarget, opts: StreamOptions = {})
   }
 }
 
+/** LXD strips `ubuntu/` from aliases only for this server (simplestreams.md §4.2). */
+export function defaultOsFor(url: string): string | undefined {
+  return url.startsWith("https://cloud-images.ubuntu.com") ? "ubuntu" : undefined;
+}
+
 export interface FindImageOptions {
   /** Any spelling LXD knows (`amd64`, `x86_64`); default this host's. Then only that arch is accepted. */
   arch?: string;
@@ -348,8 +353,7 @@ export function findImage(stream: OpenedStream, name: string, opts: FindImageOpt
     arch = h;
   }
   const type = opts.vm ? "virtual-machine" : "container";
-  // LXD strips `ubuntu/` from aliases only for this server (simplestreams.md §4.2).
-  const defaultOs = stream.target.url.startsWith("https://cloud-images.ubuntu.com") ? "ubuntu" : undefined;
+  const defaultOs = defaultOsFor(stream.target.url);
   let lastImages: StreamImage[] = [];
   for (const metaFtype of META_FTYPES) {
     const images = listImages(stream.products, { metaFtype, defaultOs });

@@ -15,10 +15,14 @@ export interface TinyImage {
   files: Record<string, string>;
 }
 
+/** The kernel's name (metadata.yaml `architecture`) of the Debian arch names tests publish. */
+const KERNEL_ARCH: Record<string, string> = { amd64: "x86_64", arm64: "aarch64", i386: "i686" };
+
 export async function buildTinyImage(
   dir: string,
-  opts: { os?: string; release?: string; creationDate?: number; marker?: string } = {},
+  opts: { os?: string; release?: string; arch?: string; creationDate?: number; marker?: string } = {},
 ): Promise<TinyImage> {
+  const arch = opts.arch ?? "amd64";
   const work = await mkdtemp(join(tmpdir(), "lxhub-tiny-"));
   try {
     await mkdir(join(work, "meta"));
@@ -26,13 +30,13 @@ export async function buildTinyImage(
     await writeFile(
       join(work, "meta/metadata.yaml"),
       [
-        "architecture: x86_64",
+        `architecture: ${KERNEL_ARCH[arch] ?? arch}`,
         `creation_date: ${opts.creationDate ?? 1704067200}`,
         "properties:",
         `  os: ${opts.os ?? "tiny"}`,
         `  release: "${opts.release ?? "1"}"`,
         "  variant: default",
-        "  architecture: amd64",
+        `  architecture: ${arch}`,
         "  description: tiny test image",
         "",
       ].join("\n"),
@@ -57,7 +61,8 @@ export const TINY_PRODUCT = { os: "tiny", release: "1", arch: "amd64", variant: 
 
 /**
  * Build a tiny image in `dir`, upload its files and publish them as TINY_PRODUCT `version`
- * (path `/images/tiny/1/amd64/default/<version>/…`), or as release `opts.release`; returns the
+ * (path `/images/tiny/1/amd64/default/<version>/…`), or as release `opts.release` and arch
+ * `opts.arch` (Debian name); returns the
  * image and its files' digests. With `opts.distinct`, the image's bytes follow from the release
  * and version (creation date and marker), so each version is a new image. `opts.os` publishes
  * another os; `releaseTitle` and `requirements` go into the version's body as given.
@@ -70,6 +75,7 @@ export async function publishTinyImage(
   opts: {
     os?: string;
     release?: string;
+    arch?: string;
     distinct?: boolean;
     aliases?: string[];
     releaseTitle?: string;
@@ -78,6 +84,7 @@ export async function publishTinyImage(
 ): Promise<TinyImage & { digests: { meta: string; root: string } }> {
   const os = opts.os ?? TINY_PRODUCT.os;
   const release = opts.release ?? TINY_PRODUCT.release;
+  const arch = opts.arch ?? TINY_PRODUCT.arch;
   const date = Date.UTC(
     Number(version.slice(0, 4)),
     Number(version.slice(4, 6)) - 1,
@@ -86,8 +93,8 @@ export async function publishTinyImage(
   const img = await buildTinyImage(
     dir,
     opts.distinct
-      ? { os, release, creationDate: date / 1000, marker: `${release} ${version}` }
-      : { os, release },
+      ? { os, release, arch, creationDate: date / 1000, marker: `${release} ${version}` }
+      : { os, release, arch },
   );
   const meta = await uploadFile(base, token, img.files["lxd.tar.xz"]!);
   const root = await uploadFile(base, token, img.files["rootfs.tar.xz"]!);
@@ -100,7 +107,10 @@ export async function publishTinyImage(
     ...(opts.releaseTitle !== undefined ? { release_title: opts.releaseTitle } : {}),
     ...(opts.requirements ? { requirements: opts.requirements } : {}),
   });
-  const r = await api(base, "PUT", versionPath({ ...TINY_PRODUCT, os, release }, version), { token, body });
+  const r = await api(base, "PUT", versionPath({ ...TINY_PRODUCT, os, release, arch }, version), {
+    token,
+    body,
+  });
   if (r.status !== 201) throw new Error(`publish ${version}: ${r.status} ${r.text}`);
   return { ...img, digests: { meta, root } };
 }
