@@ -4,7 +4,8 @@
  * (SIGHUP), and the host's next pull follows the old key's endorsement and pins the new key;
  * `lxhub key retire OLD`, and the host still pulls. A statement signed by a key no pinned key
  * endorsed (another server's, even with an endorsement it signed itself) is refused, and so is the
- * new key for a host that pinned only the old one after the old one was retired.
+ * new key for a host that pinned only the old one after the old one was retired. With replicas
+ * on one PostgreSQL catalog, the command re-signs and both replicas follow without a signal.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -15,6 +16,7 @@ import { decodeProtectedHeader } from "jose";
 import { signEndorsement } from "../../signing/endorsement.js";
 import { Keyring } from "../../signing/keyring.js";
 import { dataPath } from "../../storage/layout.js";
+import { createDatabase } from "../support/postgres.js";
 import { createToken, lxhubCli, startServer, type RunningServer } from "../support/server.js";
 import { publishTinyImage } from "../support/tiny-image.js";
 import { envWithRemote, pullEnv, TestServer, upstreamSource } from "./pull-support.js";
@@ -164,5 +166,54 @@ describe("signing-key rotation followed by a pinned host", { timeout: 5 * 60_000
       await relay.stop();
       await other.stop();
     }
+  });
+});
+
+describe("signing-key rotation on replicas sharing PostgreSQL", { timeout: 5 * 60_000 }, () => {
+  let work: string;
+  let db: string;
+  let replicas: RunningServer[] = [];
+  const key = (...args: string[]) =>
+    lxhubCli(["key", ...args, "--db", db, "--data", path.join(work, "cli-data")]);
+  const served = async (rel: string) =>
+    Promise.all(replicas.map(async (r) => (await get(r.httpUrl, rel)).toString()));
+
+  before(async () => {
+    work = await mkdtemp(path.join(tmpdir(), "lxhub-keyrot-pg-"));
+    db = await createDatabase("keyrot");
+    // One after the other: the first makes the first key in the catalog, the second loads it.
+    for (let i = 0; i < 2; i++) replicas.push(await startServer({ extraArgs: ["--db", db] }));
+  });
+
+  after(async () => {
+    for (const r of replicas) await r.stop();
+    replicas = [];
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("rotate re-signs in the catalog, both replicas serve the new key, a pinned host follows; retire too", async () => {
+    const oldKid = await statementKid(replicas[0]!.httpUrl);
+    assert.equal(await statementKid(replicas[1]!.httpUrl), oldKid);
+    const env = await envWithRemote(work, replicas[1]!.httpUrl);
+
+    const r = await key("rotate", "--overlap", "1h");
+    assert.equal(r.code, 0, r.stderr);
+    const newKid = r.stdout.trim();
+    await until("both replicas on the new key", async () =>
+      (await Promise.all(replicas.map((x) => statementKid(x.httpUrl)))).every((k) => k === newKid),
+    );
+    const [e0, e1] = await served(ENDORSEMENTS);
+    assert.equal(e0, e1, "replicas publish the same endorsements");
+    const v = await lxhubCli(["verify", "t"], { env });
+    assert.equal(v.code, 0, v.stdout + v.stderr);
+    assert.match(v.stdout, new RegExp(`endorsed by pinned key ${oldKid} → ${newKid}`));
+    assert.deepEqual(await pinned(env, "t"), [newKid]);
+
+    assert.equal((await key("retire", oldKid)).code, 0);
+    await until("both replicas without the old key", async () =>
+      (await served(JWKS)).every((j) => !j.includes(oldKid)),
+    );
+    const again = await lxhubCli(["verify", "t"], { env });
+    assert.equal(again.code, 0, again.stdout + again.stderr);
   });
 });
