@@ -216,18 +216,22 @@ async function parseKey(path: string, kidFromName: string, text: string): Promis
   };
 }
 
-/** Every key in `store`, oldest first; keys in `known` with the same text are reused as they are. */
+/**
+ * Every key in `store`, oldest first. A key whose stored text is the one `parsed` remembers is
+ * reused as it is; `parsed` is updated to the store's keys (kid → text and key).
+ */
 async function readKeys(
   store: KeyStore,
-  known: readonly (SigningKey & { text?: string })[],
+  parsed: Map<string, { text: string; key: SigningKey }>,
 ): Promise<SigningKey[]> {
-  const byKid = new Map(known.map((k) => [k.kid, k]));
-  const keys: SigningKey[] = [];
+  const seen = new Map<string, { text: string; key: SigningKey }>();
   for (const { kid, text, label } of await store.list()) {
-    const k = byKid.get(kid);
-    keys.push(k && k.text === text ? k : Object.assign(await parseKey(label, kid, text), { text }));
+    const known = parsed.get(kid);
+    seen.set(kid, known && known.text === text ? known : { text, key: await parseKey(label, kid, text) });
   }
-  return keys.sort(byAge);
+  parsed.clear();
+  for (const [kid, entry] of seen) parsed.set(kid, entry);
+  return [...seen.values()].map((e) => e.key).sort(byAge);
 }
 
 function byAge(a: KeyInfo, b: KeyInfo): number {
@@ -237,6 +241,8 @@ function byAge(a: KeyInfo, b: KeyInfo): number {
 export class Keyring {
   /** Oldest first; the last one is active. Never empty. */
   #keys: SigningKey[];
+  /** What `reload` read last, so unchanged keys are not parsed and imported again. */
+  readonly #parsed = new Map<string, { text: string; key: SigningKey }>();
 
   private constructor(
     private readonly store: KeyStore,
@@ -257,7 +263,8 @@ export class Keyring {
    */
   static async open(dirOrStore: string | KeyStore): Promise<Keyring> {
     const store = typeof dirOrStore === "string" ? new FileKeyStore(dirOrStore) : dirOrStore;
-    const ring = new Keyring(store, await readKeys(store, []));
+    const ring = new Keyring(store, []);
+    ring.#keys = await readKeys(store, ring.#parsed);
     if (ring.#keys.length === 0) await ring.rotate();
     return ring;
   }
@@ -268,7 +275,7 @@ export class Keyring {
    * loaded (a folder being restored is no reason to stop signing).
    */
   async reload(): Promise<void> {
-    const keys = await readKeys(this.store, this.#keys);
+    const keys = await readKeys(this.store, this.#parsed);
     if (keys.length > 0) this.#keys = keys;
   }
 
@@ -324,18 +331,21 @@ export class Keyring {
       [CREATED_MEMBER]: created.toISOString(),
       ...(endorsement ? { [ENDORSEMENT_MEMBER]: endorsement } : {}),
     };
-    await this.store.add(kid, `${JSON.stringify(file, null, 2)}\n`);
+    const text = `${JSON.stringify(file, null, 2)}\n`;
+    await this.store.add(kid, text);
     const signingKey = (await importJWK(
       { kty: "OKP", crv: "Ed25519", x: jwk.x, d: jwk.d },
       KEY_ALG,
     )) as CryptoKey;
-    this.#keys.push({
+    const key: SigningKey = {
       kid,
       created,
       publicJwk: publicPart(jwk, kid),
       privateKey: signingKey,
       ...(endorsement ? { endorsement } : {}),
-    });
+    };
+    this.#keys.push(key);
+    this.#parsed.set(kid, { text, key });
     return kid;
   }
 
