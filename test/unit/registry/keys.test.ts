@@ -1,11 +1,9 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { decodeProtectedHeader } from "jose";
 import { ENDORSEMENTS_PATH, JWKS_PATH, STATEMENT_PATH, type Generation } from "../../../registry/indexer.js";
-import { openRegistry, type Registry } from "../../../registry/registry.js";
+import type { Registry } from "../../../registry/registry.js";
+import { openScratchRegistry, type ScratchRegistry } from "../../support/registry.js";
 import { signEndorsement } from "../../../signing/endorsement.js";
 import { Keyring } from "../../../signing/keyring.js";
 import { dataPath } from "../../../storage/layout.js";
@@ -21,27 +19,18 @@ function doc(gen: Generation | null, rel: string): string {
 const kidOf = (gen: Generation | null) => decodeProtectedHeader(doc(gen, STATEMENT_PATH).trim()).kid;
 
 describe("a running registry follows rotations made by another process", () => {
-  let dir: string;
+  let scratch: ScratchRegistry;
   let reg: Registry;
   /** What `lxhub key rotate|retire` does on the same data folder, from another process. */
   let other: Keyring;
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), "lxhub-keys-"));
-    reg = await openRegistry({
-      dataDir: dir,
-      statementTtlSeconds: 3600,
-      uploadTtlSeconds: 60,
-      maxBlobBytes: 1024,
-      issuer: "test",
-    });
+    scratch = await openScratchRegistry("lxhub-keys-");
+    reg = scratch.reg;
     await reg.index.rebuild();
-    other = await Keyring.open(dataPath(dir, { kind: "signingKeys" }));
+    other = await Keyring.open(dataPath(scratch.dir, { kind: "signingKeys" }));
   });
-  after(async () => {
-    await reg.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => scratch.close());
 
   it("re-signs at its next check with the rotated key, publishing the endorsement; then nothing is due", async () => {
     const oldKid = kidOf(reg.index.generation());
