@@ -12,7 +12,7 @@ function describe(k: KeyStatus): string {
 }
 
 const PICKUP =
-  "a running `lxhub serve` on this storage signs with the new keys at its next publish or re-signing check, " +
+  "a running `lxhub serve` on this storage signs with the new keys within a minute (or at its next publish), " +
   "or at once on SIGHUP (systemctl reload lxhub)";
 
 /** `lxhub key list|rotate|retire`: the index signing keys, on the registry's storage (registry/keys.ts). */

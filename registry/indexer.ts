@@ -203,7 +203,8 @@ export class IndexService {
   }
 
   /**
-   * Re-sign when the generation served is older than `maxAgeMs` (the re-signing timer), or when
+   * Re-sign when the generation served is older than `maxAgeMs` (the re-signing timer; `Infinity`:
+   * only for a key change, the server's minute check), or when
    * the key store changed since it was signed (`lxhub key rotate|retire` from another process, an
    * overlap that ended). With replicas, the first one due re-signs and the others load its
    * generation instead.

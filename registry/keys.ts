@@ -67,7 +67,7 @@ export interface KeyStatus {
  * never signs again and its endorsements are no longer published.
  *
  * How a running server learns of it: the index service reads the key store again before every
- * signature and re-signs when the store changed (on its re-signing timer, at the next publish, or
+ * signature and re-signs when the store changed (within a minute, at the next publish, or
  * on SIGHUP; registry/indexer.ts). With a shared catalog this command also re-signs at once, and
  * every replica follows the new generation.
  */

@@ -38,13 +38,14 @@ describe("a running registry follows rotations made by another process", () => {
     const newKid = await other.rotate((prev, next) =>
       signEndorsement(prev, next, { notAfter: new Date(Date.now() + DAY_MS), issuer: "test" }),
     );
-    const gen = await reg.index.resignIfDue(DAY_MS);
+    // What the server's minute check runs: due only because the keys changed.
+    const gen = await reg.index.resignIfDue(Infinity);
     assert.ok(gen, "a changed key store makes a re-signature due");
     assert.equal(kidOf(gen), newKid);
     const { endorsements } = JSON.parse(doc(gen, ENDORSEMENTS_PATH)) as { endorsements: string[] };
     assert.equal(endorsements.length, 1);
     assert.equal(decodeProtectedHeader(endorsements[0] as string).kid, oldKid);
-    assert.equal(await reg.index.resignIfDue(DAY_MS), null);
+    assert.equal(await reg.index.resignIfDue(Infinity), null);
 
     const list = await reg.keys.list();
     assert.deepEqual(
