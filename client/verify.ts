@@ -233,6 +233,43 @@ function statementFailure(err: StatementError, target: RemoteTarget): Verificati
   }
 }
 
+/**
+ * Verifies a statement with the pinned keys or, when its kid is not pinned, with a key the
+ * endorsements reach from them (`followed`, of the statement's own issuer). Throws
+ * `StatementError`; an `UNKNOWN_KEY` says why endorsements by pinned keys did not count.
+ */
+async function verifyFollowing(
+  jws: string,
+  pinned: JWK[],
+  opts: { minSerial?: number; now?: Date; endorsements: () => Promise<string[]> },
+): Promise<{ statement: VerifiedStatement; followed?: EndorsedKey }> {
+  const verify = (keys: JWK[]) =>
+    verifyStatement(jws, { keys: { keys }, minSerial: opts.minSerial, now: opts.now });
+  try {
+    return { statement: await verify(pinned) };
+  } catch (err) {
+    if (!(err instanceof StatementError) || err.code !== "UNKNOWN_KEY") throw err;
+    const refused: string[] = [];
+    const reached = await followEndorsements(pinned, await opts.endorsements(), {
+      now: opts.now,
+      onRefused: (by, e) => refused.push(`an endorsement by ${by} is refused: ${e.message}`),
+    });
+    // Say why a pinned key's endorsement did not count (an overlap that ended, a forgery).
+    const unknown = refused.length
+      ? new StatementError(err.code, `${err.message}; ${refused.join("; ")}`)
+      : err;
+    const statement = await verify([...pinned, ...[...reached.values()].map((r) => r.jwk)]).catch(
+      (e: unknown) => {
+        throw e instanceof StatementError && e.code === "UNKNOWN_KEY" ? unknown : e;
+      },
+    );
+    const followed = reached.get(statement.kid);
+    // A chain vouches for keys of its own issuer only.
+    if (!followed || followed.issuer !== statement.issuer) throw unknown;
+    return { statement, followed };
+  }
+}
+
 /** The server's endorsements (remotes.ts ENDORSEMENTS_PATH); none when it publishes none. */
 async function getEndorsements(http: HttpClient, signal?: AbortSignal): Promise<string[]> {
   const res = await http.request("GET", `/${ENDORSEMENTS_PATH}`, { accept: [404], signal });
@@ -306,23 +343,13 @@ export async function openStream(target: RemoteTarget, opts: StreamOptions = {})
         );
       }
       const minSerial = await serials.get(target.url);
-      const verify = (keys: JWK[]) =>
-        verifyStatement(res.body.toString("utf8"), { keys: { keys }, minSerial, now: opts.now });
       let followed: EndorsedKey | undefined;
       try {
-        try {
-          statement = await verify(target.keys);
-        } catch (err) {
-          if (!(err instanceof StatementError) || err.code !== "UNKNOWN_KEY") throw err;
-          const reached = await followEndorsements(target.keys, await getEndorsements(http, opts.signal), {
-            now: opts.now,
-          });
-          if (reached.size === 0) throw err;
-          statement = await verify([...target.keys, ...[...reached.values()].map((r) => r.jwk)]);
-          followed = reached.get(statement.kid);
-          // A chain vouches for keys of its own issuer only.
-          if (followed && followed.issuer !== statement.issuer) throw err;
-        }
+        ({ statement, followed } = await verifyFollowing(res.body.toString("utf8"), target.keys, {
+          minSerial,
+          now: opts.now,
+          endorsements: () => getEndorsements(http, opts.signal),
+        }));
       } catch (err) {
         if (err instanceof StatementError) throw statementFailure(err, target);
         throw err;

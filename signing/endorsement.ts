@@ -100,6 +100,11 @@ export interface VerifyEndorsementOptions {
   clockToleranceSeconds?: number;
 }
 
+export interface FollowOptions extends VerifyEndorsementOptions {
+  /** Told about each endorsement by a trusted key that was refused (expired, forged, …), to explain a refusal. */
+  onRefused?: (by: string, err: EndorsementError) => void;
+}
+
 async function publicKey(jwk: JWK): Promise<CryptoKey> {
   return (await importJWK({ kty: "OKP", crv: "Ed25519", x: jwk.x }, KEY_ALG)) as CryptoKey;
 }
@@ -189,7 +194,7 @@ export async function verifyEndorsement(
 export async function followEndorsements(
   pinned: readonly JWK[],
   endorsements: readonly string[],
-  opts: VerifyEndorsementOptions = {},
+  opts: FollowOptions = {},
 ): Promise<Map<string, EndorsedKey>> {
   const trusted = new Map<string, JWK>();
   for (const k of pinned) if (typeof k.kid === "string") trusted.set(k.kid, k);
@@ -203,6 +208,8 @@ export async function followEndorsements(
         link = await verifyEndorsement(pending[i] as string, trusted, opts);
       } catch (err) {
         if (err instanceof EndorsementError && err.code === "UNTRUSTED_SIGNER") continue; // maybe later
+        const by = signerOf(pending[i] as string);
+        if (err instanceof EndorsementError && by !== undefined && trusted.has(by)) opts.onRefused?.(by, err);
         pending.splice(i--, 1);
         continue;
       }
@@ -222,4 +229,14 @@ export async function followEndorsements(
     }
   }
   return reached;
+}
+
+/** The `kid` an endorsement's header names, unchecked; undefined when there is none. */
+function signerOf(jws: string): string | undefined {
+  try {
+    const { kid } = decodeProtectedHeader(jws);
+    return typeof kid === "string" ? kid : undefined;
+  } catch {
+    return undefined;
+  }
 }

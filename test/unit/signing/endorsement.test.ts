@@ -82,6 +82,18 @@ describe("endorsements", () => {
     const later = new Date(Date.now() + HOUR);
     assert.deepEqual(ring.endorsements(later), []);
     await assert.rejects(verifyEndorsement(jws, trustedOf(oldJwk), { now: later }), refusedWith("EXPIRED"));
+    // A client walking from the old key is told why it did not count.
+    const told: string[] = [];
+    const reached = await followEndorsements([oldJwk], [jws], {
+      now: later,
+      onRefused: (by, err) => told.push(`${by} ${err.code}`),
+    });
+    assert.equal(reached.size, 0);
+    assert.deepEqual(told, [`${oldJwk.kid} EXPIRED`]);
+    // An endorsement by a key nobody trusts is not worth mentioning.
+    const quiet: string[] = [];
+    await followEndorsements([strangerJwk], [jws], { onRefused: (by) => quiet.push(by) });
+    assert.deepEqual(quiet, []);
     const earlier = new Date(Date.now() - HOUR);
     await assert.rejects(
       verifyEndorsement(jws, trustedOf(oldJwk), { now: earlier }),
