@@ -1,15 +1,23 @@
 import type { Command } from "commander";
 import { pino } from "pino";
-import { loadConfig } from "../server/config.js";
+import { readFileSync } from "node:fs";
+import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
+import { loadConfig, printableConfig, type ConfigFile } from "../server/config.js";
 import { startServer } from "../server/app.js";
 import { describeCatalogUrl } from "../storage/catalog/catalog.js";
 import { describeBlobStore } from "../storage/blobs/open.js";
+import { dataPath } from "../storage/layout.js";
 
 /** `lxhub serve`: the image server on its embedded default (SQLite + a data folder). */
 export function registerServe(program: Command): void {
   program
     .command("serve")
     .description("serve images over simplestreams and take pushes over the publish API")
+    .option(
+      "--config <file>",
+      "YAML file of settings, keyed by these flags' names without -- (e.g. gc-interval: 6h); flags and $LXHUB_* win over it (or $LXHUB_CONFIG)",
+    )
+    .option("--print-config", "print the effective settings (passwords in URLs redacted) and exit")
     .option("--data <dir>", "data folder (default ./lxhub-data, or $LXHUB_DATA)")
     .option(
       "--db <url>",
@@ -62,6 +70,27 @@ export function registerServe(program: Command): void {
       "armored OpenPGP private key (unprotected, v4) signing the .sjson/.json.gpg documents (default: made on first start, or $LXHUB_OPENPGP_KEY)",
     )
     .option(
+      "--upstream <url>",
+      "be a pull-through cache of this simplestreams server: list its images beside ours, fetch each file on first request (or $LXHUB_UPSTREAM)",
+    )
+    .option(
+      "--upstream-key <thumbprint>",
+      "the upstream lxhub's signing key (JWK thumbprint); its signed statement is then required (or $LXHUB_UPSTREAM_KEY)",
+    )
+    .option(
+      "--upstream-no-signature",
+      "the upstream is a plain simplestreams server: no statement checked, file sha256 still checked (or $LXHUB_UPSTREAM_NO_SIGNATURE=1)",
+    )
+    .option("--upstream-ca <file>", "PEM to trust for the upstream's HTTPS (or $LXHUB_UPSTREAM_CA)")
+    .option(
+      "--upstream-refresh <seconds>",
+      "seconds between refreshes of the upstream's products (default 300, or $LXHUB_UPSTREAM_REFRESH)",
+    )
+    .option(
+      "--upstream-timeout <seconds>",
+      "an upstream request with no byte moving this long fails; a client waiting on a missing file gets 504 (default 30, or $LXHUB_UPSTREAM_TIMEOUT)",
+    )
+    .option(
       "--retain <policy>",
       "retention applied after each publish: PATTERN:keep=N,younger-than=DURATION, e.g. 'debian/*:keep=3' (repeatable; first match wins; or $LXHUB_RETAIN, ';'-separated)",
       (v: string, prev: string[]) => [...prev, v],
@@ -85,6 +114,8 @@ export function registerServe(program: Command): void {
     )
     .action(
       async (o: {
+        config?: string;
+        printConfig?: boolean;
         mirrors?: string;
         retain: string[];
         gcInterval?: string;
@@ -105,36 +136,67 @@ export function registerServe(program: Command): void {
         maxUploadsPerToken?: string;
         maxUploadBytesPerToken?: string;
         openpgpKey?: string;
+        upstream?: string;
+        upstreamKey?: string;
+        upstreamNoSignature?: boolean;
+        upstreamCa?: string;
+        upstreamRefresh?: string;
+        upstreamTimeout?: string;
       }) => {
-        const config = loadConfig({
-          dataDir: o.data,
-          db: o.db,
-          blobs: o.blobs,
-          blobsRedirectSeconds: o.blobsRedirect,
-          listen: o.listen,
-          tlsListen: o.tlsListen,
-          tlsCert: o.tlsCert,
-          tlsKey: o.tlsKey,
-          allowInsecureWrites: o.allowInsecureWrites,
-          headersTimeoutSeconds: o.headersTimeout,
-          requestTimeoutSeconds: o.requestTimeout,
-          idleTimeoutSeconds: o.idleTimeout,
-          maxUploadsPerToken: o.maxUploadsPerToken,
-          maxUploadBytesPerToken: o.maxUploadBytesPerToken,
-          openpgpKey: o.openpgpKey,
-          retain: o.retain,
-          deltas: o.deltas === false ? false : undefined,
-          gcIntervalSeconds: o.gcInterval,
-          gcGraceSeconds: o.gcGrace,
-        });
-        const mirrorsFile = o.mirrors ?? (process.env.LXHUB_MIRRORS || undefined);
+        const config = loadConfig(
+          {
+            dataDir: o.data,
+            db: o.db,
+            blobs: o.blobs,
+            blobsRedirectSeconds: o.blobsRedirect,
+            listen: o.listen,
+            tlsListen: o.tlsListen,
+            tlsCert: o.tlsCert,
+            tlsKey: o.tlsKey,
+            allowInsecureWrites: o.allowInsecureWrites,
+            headersTimeoutSeconds: o.headersTimeout,
+            requestTimeoutSeconds: o.requestTimeout,
+            idleTimeoutSeconds: o.idleTimeout,
+            maxUploadsPerToken: o.maxUploadsPerToken,
+            maxUploadBytesPerToken: o.maxUploadBytesPerToken,
+            openpgpKey: o.openpgpKey,
+            upstream: o.upstream,
+            upstreamKey: o.upstreamKey,
+            upstreamNoSignature: o.upstreamNoSignature,
+            upstreamCa: o.upstreamCa,
+            upstreamRefreshSeconds: o.upstreamRefresh,
+            upstreamTimeoutSeconds: o.upstreamTimeout,
+            retain: o.retain,
+            deltas: o.deltas === false ? false : undefined,
+            gcIntervalSeconds: o.gcInterval,
+            gcGraceSeconds: o.gcGrace,
+            mirrors: o.mirrors,
+          },
+          process.env,
+          readConfigFile(o.config ?? (process.env.LXHUB_CONFIG || undefined)),
+        );
+        if (o.printConfig) {
+          process.stdout.write(stringifyYaml(printableConfig(config)));
+          return;
+        }
+        const upstream = config.upstream
+          ? // The client's HTTP code is loaded only for a pull-through cache (main.ts: lazy groups).
+            new (await import("../client/upstream-source.js")).HttpUpstreamSource({
+              url: config.upstream,
+              key: config.upstreamKey ?? null,
+              caFile: config.upstreamCa,
+              stateDir: dataPath(config.dataDir, { kind: "upstreamState" }),
+              stallMs: config.upstreamTimeoutSeconds * 1000,
+            })
+          : undefined;
+        const mirrorsFile = config.mirrors;
         // The client's mirror code is loaded only for a server that mirrors (main.ts: lazy groups).
         const schedule = mirrorsFile ? await import("./mirror-schedule.js") : null;
         const mirrors = schedule && mirrorsFile ? schedule.loadMirrorsFile(mirrorsFile) : [];
         // Asynchronous, buffered log writes: a synchronous write per request would cap the read path.
         const dest = pino.destination({ sync: false });
         const log = pino({ base: undefined }, dest);
-        const s = await startServer(config, log, (line) => dest.write(line));
+        const s = await startServer(config, log, (line) => dest.write(line), upstream);
         log.info({
           event: "listening",
           http: s.httpUrl,
@@ -147,6 +209,7 @@ export function registerServe(program: Command): void {
           signingKey: s.registry.keyring.active().kid,
           openpgpFingerprint: s.registry.openpgp.fingerprint,
           serial: s.registry.index.generation()?.serial,
+          upstream: upstream?.label ?? null,
           mirrors: mirrors.map((m) => m.name),
         });
         if (s.httpsUrl && s.tls) {
@@ -193,4 +256,20 @@ export function registerServe(program: Command): void {
         process.once("SIGINT", () => stop("SIGINT"));
       },
     );
+}
+
+/** The `--config` file as settings by name; a file that is not a YAML mapping is refused, naming it. */
+function readConfigFile(file: string | undefined): ConfigFile | undefined {
+  if (!file) return undefined;
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new Error(`invalid configuration: --config ${file}: ${(err as Error).message}`);
+  }
+  if (doc === null || doc === undefined) return { path: file, values: {} };
+  if (typeof doc !== "object" || Array.isArray(doc)) {
+    throw new Error(`invalid configuration: --config ${file}: not a mapping of settings (key: value)`);
+  }
+  return { path: file, values: doc as Record<string, unknown> };
 }

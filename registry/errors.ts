@@ -104,6 +104,15 @@ export const ERROR_CATALOG = {
     description:
       "the catalog or the blob store does not answer right now (restarting, unreachable); nothing was changed; retry shortly",
   },
+  UPSTREAM_UNAVAILABLE: {
+    status: 502,
+    description:
+      "a pull-through cache does not hold the file and could not fetch it from its upstream (unreachable, an error answer, a rate limit, or bytes that did not match the listed sha256); nothing was stored",
+  },
+  UPSTREAM_TIMEOUT: {
+    status: 504,
+    description: "a pull-through cache does not hold the file and its upstream did not answer in time",
+  },
   INSUFFICIENT_STORAGE: { status: 507, description: "the server's storage is full; nothing was kept" },
   REQUEST_TIMEOUT: {
     status: 408,

@@ -1,5 +1,6 @@
 import type { BlobStore } from "../storage/blobs/store.js";
 import type { Catalog } from "../storage/catalog/catalog.js";
+import type { RegistryStats } from "./stats.js";
 import { GC_SWEEP_LOCK } from "./uploads.js";
 
 /** What one collection found and did. */
@@ -24,7 +25,8 @@ const BATCH = 64;
  * ago (its files stay downloadable that long, so clients holding an older index get no 404), by
  * a delta, or used less than `grace` ago (committed by an upload, asked for with HEAD before a
  * push skipped its upload, published), plus what `extraNeeded` names (blobs the server holds for
- * other reasons, e.g. a pull-through cache) — then **sweep** the rest.
+ * other reasons: the metadata blobs open upload sessions hash as their prefix, a pull-through
+ * cache's files) — then **sweep** the rest.
  *
  * It runs while pushes go on. The sweep takes the publish lock and the sweep lock one batch at a
  * time and checks each blob again under them before deleting: a publish either committed before
@@ -38,7 +40,10 @@ export class GarbageCollector {
   constructor(
     private readonly catalog: Catalog,
     private readonly blobs: BlobStore,
-    private readonly opts: { extraNeeded?: () => Set<string> } = {},
+    private readonly opts: {
+      extraNeeded?: () => Set<string> | Promise<Set<string>>;
+      stats?: RegistryStats;
+    } = {},
   ) {}
 
   async run(o: { graceSeconds: number; dryRun?: boolean; now?: Date }): Promise<GcReport> {
@@ -56,11 +61,12 @@ export class GarbageCollector {
       freedBytes: 0,
     };
     const needed = await this.catalog.images.neededBlobs(cutoff());
-    const extra = (): Set<string> => this.opts.extraNeeded?.() ?? new Set<string>();
+    const extra = async (): Promise<Set<string>> => (await this.opts.extraNeeded?.()) ?? new Set<string>();
+    const extraAtStart = await extra();
     const candidates: { digest: string; size: number }[] = [];
     for await (const b of this.blobs.list()) {
       report.scanned++;
-      if (needed.has(b.digest) || extra().has(b.digest)) report.kept++;
+      if (needed.has(b.digest) || extraAtStart.has(b.digest)) report.kept++;
       else candidates.push(b);
     }
     for (let i = 0; i < candidates.length; i += BATCH) {
@@ -75,7 +81,7 @@ export class GarbageCollector {
                 cutoff(),
                 batch.map((b) => b.digest),
               );
-              const more = extra();
+              const more = await extra();
               const out: typeof batch = [];
               for (const b of batch) {
                 if (still.has(b.digest) || more.has(b.digest)) continue;
@@ -89,6 +95,13 @@ export class GarbageCollector {
         report.freed.push(b);
         report.freedBytes += b.size;
       }
+    }
+    const stats = this.opts.stats;
+    if (stats && !report.dryRun) {
+      stats.gcRuns++;
+      stats.gcFreedBlobs += report.freed.length;
+      stats.gcFreedBytes += report.freedBytes;
+      stats.lastGcAt = Date.now();
     }
     return report;
   }

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { gzipSync } from "node:zlib";
 import { buildDocuments } from "../simplestreams/builder.js";
+import { productKey } from "../simplestreams/validate.js";
 import type { StreamProduct, StreamFile, PublishableFtype, RootFtype } from "../simplestreams/types.js";
 import type { StreamValidationError } from "../simplestreams/errors.js";
 import { signStatement } from "../signing/statement.js";
@@ -68,7 +69,21 @@ export interface CatalogChange<T> {
 }
 
 /** A served file path (deleted versions included: pitfall 18) → blob. */
-type FileMap = Map<string, { digest: string; size: number }>;
+export type FileMap = Map<string, { digest: string; size: number }>;
+
+/**
+ * Products served beside the catalog's in every build (publish, rebuild, re-signing): the
+ * pull-through cache's upstream products (registry/pull-through.ts). They come after the
+ * catalog's, so on any clash the catalog's win.
+ */
+export interface ExtraProducts {
+  /** The products to add; `localKeys` are the catalog's product keys (those are left out). */
+  extraProducts(localKeys: ReadonlySet<string>): StreamProduct[];
+  /** The files a stored generation's documents serve beyond the catalog's (a replica loading it). */
+  extraFiles(documents: ReadonlyMap<string, Buffer>): FileMap;
+  /** Told about an extra product, version or alias the build left out. */
+  onExtraDrop?(problem: StreamValidationError): void;
+}
 
 /**
  * The catalog as the document builder takes it: live versions only, and no delta whose base
@@ -167,6 +182,10 @@ export class IndexService {
       onProblem?: (problem: string) => void;
       /** Told when following the catalog fails (the replica keeps serving what it has). */
       onSyncError?: (err: Error) => void;
+      /** Told how long each build → sign → commit of a generation took (metrics). */
+      onSealed?: (seconds: number) => void;
+      /** Products served beside the catalog's (the pull-through cache). */
+      extra?: ExtraProducts;
     },
   ) {}
 
@@ -297,6 +316,10 @@ export class IndexService {
         if (stored && stored.serial > (this.current?.serial ?? 0)) {
           const files: FileMap = new Map();
           streamProducts(await this.catalog.images.snapshot(), files);
+          if (this.opts.extra) {
+            const docs = new Map(stored.documents.map((d) => [d.path, d.body]));
+            for (const [p, f] of this.opts.extra.extraFiles(docs)) if (!files.has(p)) files.set(p, f);
+          }
           this.install(fromStored(stored, files), stored.problems);
         }
       }
@@ -315,11 +338,26 @@ export class IndexService {
     const files: FileMap = new Map();
     const dropped: StreamValidationError[] = [];
     const builtAt = new Date();
-    const docs = buildDocuments(streamProducts(state, files, blame), {
-      updated: builtAt,
-      onDrop: (p) => dropped.push(p),
-      blame,
-    });
+    const local = streamProducts(state, files, blame);
+    let docs = buildDocuments(local, { updated: builtAt, onDrop: (p) => dropped.push(p), blame });
+    const extra = this.opts.extra?.extraProducts(new Set(local.map(productKey))) ?? [];
+    if (extra.length) {
+      // The catalog's products alone decide what is refused and what is a catalog problem (above);
+      // the served documents add the extra products after them, without blame, so the builder's
+      // lenient mode drops the extra side of any clash and never a catalog product.
+      const extraKeys = new Set(extra.map(productKey));
+      for (const p of extra)
+        for (const v of p.versions)
+          for (const f of v.files)
+            if (!files.has(f.path)) files.set(f.path, { digest: `sha256:${f.sha256}`, size: f.size });
+      docs = buildDocuments([...local, ...extra], {
+        updated: builtAt,
+        onDrop: (p) => {
+          if (p.location.product !== undefined && extraKeys.has(p.location.product))
+            this.opts.extra?.onExtraDrop?.(p);
+        },
+      });
+    }
     return { docs: docs.files, files, dropped, builtAt };
   }
 
@@ -377,6 +415,8 @@ export class IndexService {
       return { result: r, gen: sealed };
     });
     this.install(gen, problems);
+    // From the build's start (builtAt) to the swap: what a publish waits for the documents.
+    this.opts.onSealed?.((Date.now() - built.builtAt.getTime()) / 1000);
     return { result, gen };
   }
 

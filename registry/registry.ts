@@ -10,6 +10,7 @@ import { IndexService } from "./indexer.js";
 import { ProductService } from "./products.js";
 import { MirrorStatusService } from "./mirrors.js";
 import { GarbageCollector } from "./gc.js";
+import { RegistryStats } from "./stats.js";
 import { DeltaService, type DeltaOutcome } from "./deltas.js";
 import { xdeltaAvailable } from "../image/vcdiff.js";
 import { RetentionService, type RetentionPolicy } from "./retention.js";
@@ -20,6 +21,7 @@ export const RETENTION_ACTOR: Actor = { subject: "retention", scopes: ["admin"] 
 import { PublishService } from "./publish.js";
 import { TokenService } from "./tokens.js";
 import { UploadService } from "./uploads.js";
+import { PullThroughService, type PullThroughOptions, type UpstreamSource } from "./pull-through.js";
 
 export interface RegistryOptions {
   dataDir: string;
@@ -43,6 +45,8 @@ export interface RegistryOptions {
   /** Upload quotas per token (defaults: UPLOAD_QUOTA_DEFAULTS). */
   maxUploadsPerToken?: number;
   maxUploadBytesPerToken?: number;
+  /** A pull-through cache of this upstream (registry/pull-through.ts); its last good copy is seeded here. */
+  pullThrough?: { source: UpstreamSource } & PullThroughOptions;
   /**
    * Make a delta from the previous version after each publish (needs the xdelta3 program; without
    * it `onDeltaUnavailable` is told once and none are made). Off for offline commands.
@@ -71,12 +75,16 @@ export interface Registry {
   publish: PublishService;
   products: ProductService;
   uploads: UploadService;
+  /** Present when the server is a pull-through cache of an upstream. */
+  pullThrough?: PullThroughService;
   /** Status of the scheduled mirrors. */
   mirrors: MirrorStatusService;
   /** Retention policies, applied after each publish and on demand. */
   retention: RetentionService;
   /** Online garbage collection of the blob store. */
   gc: GarbageCollector;
+  /** What this process's registry did, for the metrics. */
+  stats: RegistryStats;
   /** Server-made deltas; null when off or xdelta3 is missing. */
   deltas: DeltaService | null;
   /** Limits the server checks at its boundary before reading a body. */
@@ -99,21 +107,43 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       : await Keyring.open(dataPath(opts.dataDir, { kind: "signingKeys" }));
     const openpgp = await openOpenPgpSigner(opts, catalog);
     const tokens = await TokenService.open(catalog, dataPath(opts.dataDir, { kind: "tokenSecret" }));
+    const pullThrough = opts.pullThrough
+      ? new PullThroughService(opts.pullThrough.source, blobs, catalog, {
+          maxFileBytes: opts.maxBlobBytes,
+          ...opts.pullThrough,
+        })
+      : undefined;
+    await pullThrough?.seed();
+    const stats = new RegistryStats();
     const index = new IndexService(catalog, keyring, {
+      onSealed: (seconds) => {
+        stats.indexBuilds++;
+        stats.indexBuildSeconds += seconds;
+        stats.lastIndexBuildSeconds = seconds;
+      },
       statementTtlSeconds: opts.statementTtlSeconds,
       issuer: opts.issuer,
       openpgp,
       onProblem: opts.onProblem,
       onSyncError: opts.onSyncError,
+      extra: pullThrough,
     });
+    pullThrough?.attach(() => index.rebuild());
     const publish = new PublishService(catalog, blobs, index);
+    publish.onPublished(
+      async () => void stats.published++,
+      () => undefined,
+    );
     const retention = new RetentionService(catalog, publish, opts.retention ?? []);
     let deltas: DeltaService | null = null;
     if (opts.deltas) {
       if (await xdeltaAvailable()) {
         deltas = new DeltaService(catalog, blobs, publish, {
           dataDir: opts.dataDir,
-          onDone: opts.onDelta,
+          onDone: (key, version, outcome) => {
+            if (outcome.made) stats.deltas++;
+            opts.onDelta?.(key, version, outcome);
+          },
           onError: opts.onDeltaError,
         });
         const d = deltas;
@@ -130,6 +160,7 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       );
     }
     const uploads = new UploadService(blobs, catalog, {
+      stats,
       ttlSeconds: opts.uploadTtlSeconds,
       maxBlobBytes: opts.maxBlobBytes,
       maxSessionsPerToken: opts.maxUploadsPerToken,
@@ -146,12 +177,25 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       publish,
       products: new ProductService(catalog),
       uploads,
+      pullThrough,
       mirrors: new MirrorStatusService(catalog),
       retention,
-      gc: new GarbageCollector(catalog, blobs),
+      // Cached upstream files are named by no catalog version: the cache says which it serves.
+      stats,
+      gc: new GarbageCollector(catalog, blobs, {
+        stats,
+        // Blobs no version names but the server needs: the pull-through cache's files, and the
+        // metadata blobs open upload sessions hash as their prefix.
+        extraNeeded: async () => {
+          const needed = await uploads.openPrefixes();
+          for (const d of pullThrough?.neededBlobs() ?? []) needed.add(d);
+          return needed;
+        },
+      }),
       deltas,
       limits: { maxBlobBytes: opts.maxBlobBytes },
       close: async () => {
+        pullThrough?.stop();
         index.stop();
         await deltas?.idle();
         await catalog.close();

@@ -1,4 +1,5 @@
 import { createHash, type Hash } from "node:crypto";
+import type { RegistryStats } from "./stats.js";
 import { createSHA256, type IHasher } from "hash-wasm";
 import { Transform, type Readable } from "node:stream";
 import {
@@ -102,7 +103,11 @@ export class UploadService {
   constructor(
     private readonly blobs: BlobStore,
     private readonly catalog: Catalog,
-    private readonly opts: { ttlSeconds: number; maxBlobBytes: number } & Partial<UploadQuota>,
+    private readonly opts: {
+      ttlSeconds: number;
+      maxBlobBytes: number;
+      stats?: RegistryStats;
+    } & Partial<UploadQuota>,
   ) {
     this.quota = {
       maxSessionsPerToken: opts.maxSessionsPerToken ?? UPLOAD_QUOTA_DEFAULTS.maxSessionsPerToken,
@@ -139,6 +144,24 @@ export class UploadService {
       if (info) await this.catalog.images.touchBlobs([digest]);
       return info;
     });
+  }
+
+  /**
+   * Digests of the metadata blobs open sessions hash as their prefix: a garbage collection keeps
+   * them, or the version those sessions' root files are for could not be published.
+   */
+  async openPrefixes(at = new Date()): Promise<Set<string>> {
+    const out = new Set<string>();
+    for (const p of this.prefixed.values()) out.add(p.prefix);
+    for (const saved of await this.catalog.uploads.prefixStates(at)) {
+      try {
+        const prefix = (JSON.parse(saved) as Partial<SavedPrefix>).prefix;
+        if (typeof prefix === "string") out.add(prefix);
+      } catch {
+        // A state that does not parse names no blob.
+      }
+    }
+    return out;
   }
 
   async open(owner: string, prefix?: string): Promise<UploadView> {
@@ -278,6 +301,7 @@ export class UploadService {
           });
         }
       });
+      if (this.opts.stats) this.opts.stats.uploadBytes += next.offset - offset;
       const expiresAt = this.expiry();
       await this.catalog.uploads.touch(id, expiresAt);
       return { id, offset: next.offset, expiresAt };
@@ -323,6 +347,7 @@ export class UploadService {
       if (err instanceof DigestMismatchError) await this.catalog.uploads.delete(id);
       throw mapStoreError(err);
     }
+    if (this.opts.stats) this.opts.stats.uploadCommits++;
     const pre = await this.prefixOf(id, info.size).catch(() => null);
     this.prefixed.delete(id);
     try {

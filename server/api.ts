@@ -17,6 +17,7 @@ import {
 } from "./routes/route.js";
 import { tokenRoutes } from "./routes/tokens.js";
 import { uploadRoutes } from "./routes/uploads.js";
+import { upstreamRoutes } from "./routes/upstream.js";
 
 export type { ApiDeps } from "./routes/route.js";
 
@@ -27,6 +28,7 @@ export const API_ROUTES: readonly Route[] = [
   ...blobRoutes,
   ...productRoutes,
   ...tokenRoutes,
+  ...upstreamRoutes,
   ...mirrorRoutes,
   ...lifecycleRoutes,
 ];
@@ -80,6 +82,7 @@ export function createApi(deps: ApiDeps): express.Express {
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const { status, body } = renderError(err);
     if (status === 500) deps.onInternalError?.(err);
+    deps.metrics?.observeError(String(body.error.code));
     if (res.headersSent) {
       res.destroy();
       return;

@@ -19,6 +19,7 @@ import { sendError } from "./errors.js";
 import { closeIfBodyUnread, guardBody, REQUEST_CUT, type MayOutlast } from "./request-body.js";
 import { allows } from "../registry/tokens.js";
 import { loadOrCreateTls, type TlsMaterial } from "./tls.js";
+import type { UpstreamSource } from "../registry/pull-through.js";
 
 /** How often a server looks for key changes made by `lxhub key rotate|retire` (registry/keys.ts). */
 const KEY_CHECK_MS = 60_000;
@@ -114,9 +115,21 @@ export async function startServer(
   log: Logger = pino(),
   /** Access-log lines (`bytes` counts headers too); default: standard output. */
   accessSink: LineSink = (line) => process.stdout.write(line),
+  /** The upstream of a pull-through cache (`--upstream`; cli/serve.ts makes it over HTTP). */
+  upstream?: UpstreamSource,
 ): Promise<RunningServer> {
   const registry = await openRegistry({
     ...config,
+    pullThrough: upstream && {
+      source: upstream,
+      refreshSeconds: config.upstreamRefreshSeconds,
+      onFailure: (f) =>
+        log.warn(
+          { event: "upstream-failure", upstream: upstream.label, kind: f.kind, suppressed: f.suppressed },
+          f.message,
+        ),
+      onRefresh: (r) => log.info({ event: "upstream-refreshed", upstream: upstream.label, ...r }),
+    },
     retention: config.retain.map(parsePolicy),
     onRetentionError: (err) => log.error({ event: "retention-failed", err: errorText(err) }),
     onDeltaUnavailable: () =>
@@ -141,16 +154,25 @@ export async function startServer(
   });
   await registry.index.rebuild();
   registry.index.follow();
+  registry.pullThrough?.start();
   const readPath = (certPem: string) =>
     createReadPath({
       index: registry.index,
       blobs: registry.blobs,
+      pullThrough: registry.pullThrough,
       certPem,
       redirectSeconds: config.blobsRedirectSeconds,
     });
+  const metrics = createMetrics({
+    mirrors: registry.mirrors,
+    pullThrough: registry.pullThrough,
+    stats: registry.stats,
+    index: registry.index,
+    statementTtlSeconds: config.statementTtlSeconds,
+  });
   const api = createApi({
     ...registry,
-    metrics: createMetrics({ mirrors: registry.mirrors }),
+    metrics,
     gcGraceSeconds: config.gcGraceSeconds,
     onInternalError: (err) => {
       if (isClientGone(err)) log.info({ event: "client-gone", reason: errorText(err) });
@@ -183,6 +205,10 @@ export async function startServer(
   };
   const handler: http.RequestListener = (req, res) => {
     logRequest(req, res);
+    const sentBefore = req.socket.bytesWritten;
+    res.once("finish", () =>
+      metrics.observeRequest(req.url ?? "", res.statusCode, req.socket.bytesWritten - sentBefore),
+    );
     guardBody(req, res, bodyLimits, mayOutlast, (why) =>
       log.warn({ event: "request-cut", method: req.method, url: req.url, why }),
     );

@@ -4,8 +4,9 @@ import { UPLOAD_QUOTA_DEFAULTS } from "../registry/uploads.js";
 import { parseAge, parsePolicy } from "../registry/retention.js";
 
 /**
- * Server configuration: one schema with defaults; flags > environment > defaults. A wrong value
- * fails at start-up with the setting's name and why.
+ * Server configuration: one schema with defaults; flags > environment > config file > defaults
+ * (SETTINGS names each setting's flag, variable and file key). A wrong value fails at start-up with
+ * the setting's name, where it came from, and why.
  */
 const hostPort = z
   .string()
@@ -80,6 +81,24 @@ export const configSchema = z
     /** Bytes one token may hold in its open upload sessions together (env LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN). */
     maxUploadBytesPerToken: z.number().int().positive(),
     /**
+     * Pull-through cache (env LXHUB_UPSTREAM): serve this simplestreams server's images beside our
+     * own, fetching each file on its first request (registry/pull-through.ts). `http(s)://…`.
+     */
+    upstream: z.url({ protocol: /^https?$/, error: "must be an http:// or https:// URL" }).optional(),
+    /** The upstream lxhub's statement key, a JWK thumbprint (env LXHUB_UPSTREAM_KEY); its signed statement is then required. */
+    upstreamKey: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{43}$/, "must be a JWK thumbprint (43 base64url characters)")
+      .optional(),
+    /** The upstream is a plain simplestreams server: no statement checked, file sha256 still checked (env LXHUB_UPSTREAM_NO_SIGNATURE). */
+    upstreamNoSignature: z.boolean(),
+    /** PEM file to trust for the upstream's HTTPS instead of the system roots (env LXHUB_UPSTREAM_CA). */
+    upstreamCa: z.string().min(1).optional(),
+    /** Seconds between refreshes of the upstream's products (env LXHUB_UPSTREAM_REFRESH). */
+    upstreamRefreshSeconds: z.number().int().min(1).max(86400),
+    /** An upstream request with no byte moving this long fails as a timeout (env LXHUB_UPSTREAM_TIMEOUT, seconds). */
+    upstreamTimeoutSeconds: z.number().positive().max(3600),
+    /**
      * Retention policies applied after each publish, `PATTERN:keep=N,younger-than=DURATION`
      * (repeatable flag; env LXHUB_RETAIN, separated by `;`). First match per product wins.
      */
@@ -94,6 +113,8 @@ export const configSchema = z
     ),
     /** Make a delta from the previous version after each publish (env LXHUB_DELTAS; needs xdelta3). */
     deltas: z.boolean(),
+    /** YAML file of upstreams to mirror on a schedule (env LXHUB_MIRRORS; cli/mirror-schedule.ts). */
+    mirrors: z.string().min(1).optional(),
     /** Seconds between garbage collections (env LXHUB_GC_INTERVAL); 0 turns them off. */
     gcIntervalSeconds: z.number().int().min(0).max(2_000_000),
     /**
@@ -107,7 +128,16 @@ export const configSchema = z
   })
   .refine((c) => c.listen !== "" || c.tlsListen !== "", {
     message: "at least one of --listen / --tls-listen",
-  });
+  })
+  .refine((c) => c.upstream === undefined || (c.upstreamKey !== undefined) !== c.upstreamNoSignature, {
+    message:
+      "--upstream needs exactly one of --upstream-key THUMBPRINT (an lxhub upstream's signing key) or --upstream-no-signature (a plain simplestreams server)",
+  })
+  .refine(
+    (c) =>
+      c.upstream !== undefined || (c.upstreamKey === undefined && !c.upstreamNoSignature && !c.upstreamCa),
+    { message: "--upstream-key, --upstream-no-signature and --upstream-ca need --upstream" },
+  );
 
 export type ServerConfig = z.infer<typeof configSchema>;
 
@@ -126,6 +156,9 @@ export const DEFAULTS = {
   idleTimeoutSeconds: 60,
   maxUploadsPerToken: UPLOAD_QUOTA_DEFAULTS.maxSessionsPerToken,
   maxUploadBytesPerToken: UPLOAD_QUOTA_DEFAULTS.maxSessionBytesPerToken,
+  upstreamNoSignature: false,
+  upstreamRefreshSeconds: 300,
+  upstreamTimeoutSeconds: 30,
   deltas: true,
   gcIntervalSeconds: 24 * 3600,
   gcGraceSeconds: 24 * 3600,
@@ -171,9 +204,9 @@ export function resolveBlobs(
 }
 
 /** A duration setting: plain seconds, or `90s`, `15m`, `24h`, `7d`; `0` stays 0. */
-function seconds(v: string | number | boolean | undefined, name: string): number | undefined {
-  if (v === undefined || typeof v === "number") return v;
-  const t = String(v).trim();
+function seconds(v: unknown, name: string): unknown {
+  if (typeof v !== "string") return v;
+  const t = v.trim();
   if (/^\d+$/.test(t)) return Number(t);
   try {
     return parseAge(t, name);
@@ -182,80 +215,168 @@ function seconds(v: string | number | boolean | undefined, name: string): number
   }
 }
 
-export function loadConfig(
-  flags: Partial<Record<Exclude<keyof ServerConfig, "retain">, string | number | boolean | undefined>> & {
-    retain?: string[];
+type Kind = "string" | "number" | "boolean" | "duration" | "list";
+
+/** One setting: its field, its name as a flag (`--NAME`) and as a key of the config file, its variable. */
+interface Setting {
+  key: keyof ServerConfig;
+  name: string;
+  env: string;
+  kind: Kind;
+  /** Holds credentials in a URL (`user:password@`): redacted by --print-config. */
+  url?: boolean;
+}
+
+/** Every setting of `lxhub serve`; a config file's keys are these names. */
+export const SETTINGS: readonly Setting[] = [
+  { key: "dataDir", name: "data", env: "LXHUB_DATA", kind: "string" },
+  { key: "db", name: "db", env: "LXHUB_DB", kind: "string", url: true },
+  { key: "blobs", name: "blobs", env: "LXHUB_BLOBS", kind: "string", url: true },
+  { key: "blobsRedirectSeconds", name: "blobs-redirect", env: "LXHUB_BLOBS_REDIRECT", kind: "number" },
+  { key: "listen", name: "listen", env: "LXHUB_LISTEN", kind: "string" },
+  { key: "tlsListen", name: "tls-listen", env: "LXHUB_TLS_LISTEN", kind: "string" },
+  { key: "tlsCert", name: "tls-cert", env: "LXHUB_TLS_CERT", kind: "string" },
+  { key: "tlsKey", name: "tls-key", env: "LXHUB_TLS_KEY", kind: "string" },
+  { key: "statementTtlSeconds", name: "statement-ttl", env: "LXHUB_STATEMENT_TTL", kind: "number" },
+  { key: "uploadTtlSeconds", name: "upload-ttl", env: "LXHUB_UPLOAD_TTL", kind: "number" },
+  { key: "maxBlobBytes", name: "max-blob-bytes", env: "LXHUB_MAX_BLOB_BYTES", kind: "number" },
+  { key: "issuer", name: "issuer", env: "LXHUB_ISSUER", kind: "string" },
+  { key: "openpgpKey", name: "openpgp-key", env: "LXHUB_OPENPGP_KEY", kind: "string" },
+  {
+    key: "allowInsecureWrites",
+    name: "allow-insecure-writes",
+    env: "LXHUB_ALLOW_INSECURE_WRITES",
+    kind: "boolean",
   },
+  { key: "headersTimeoutSeconds", name: "headers-timeout", env: "LXHUB_HEADERS_TIMEOUT", kind: "number" },
+  { key: "requestTimeoutSeconds", name: "request-timeout", env: "LXHUB_REQUEST_TIMEOUT", kind: "number" },
+  { key: "idleTimeoutSeconds", name: "idle-timeout", env: "LXHUB_IDLE_TIMEOUT", kind: "number" },
+  {
+    key: "maxUploadsPerToken",
+    name: "max-uploads-per-token",
+    env: "LXHUB_MAX_UPLOADS_PER_TOKEN",
+    kind: "number",
+  },
+  {
+    key: "maxUploadBytesPerToken",
+    name: "max-upload-bytes-per-token",
+    env: "LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN",
+    kind: "number",
+  },
+  { key: "upstream", name: "upstream", env: "LXHUB_UPSTREAM", kind: "string", url: true },
+  { key: "upstreamKey", name: "upstream-key", env: "LXHUB_UPSTREAM_KEY", kind: "string" },
+  {
+    key: "upstreamNoSignature",
+    name: "upstream-no-signature",
+    env: "LXHUB_UPSTREAM_NO_SIGNATURE",
+    kind: "boolean",
+  },
+  { key: "upstreamCa", name: "upstream-ca", env: "LXHUB_UPSTREAM_CA", kind: "string" },
+  { key: "upstreamRefreshSeconds", name: "upstream-refresh", env: "LXHUB_UPSTREAM_REFRESH", kind: "number" },
+  { key: "upstreamTimeoutSeconds", name: "upstream-timeout", env: "LXHUB_UPSTREAM_TIMEOUT", kind: "number" },
+  { key: "retain", name: "retain", env: "LXHUB_RETAIN", kind: "list" },
+  { key: "deltas", name: "deltas", env: "LXHUB_DELTAS", kind: "boolean" },
+  { key: "gcIntervalSeconds", name: "gc-interval", env: "LXHUB_GC_INTERVAL", kind: "duration" },
+  { key: "gcGraceSeconds", name: "gc-grace", env: "LXHUB_GC_GRACE", kind: "duration" },
+  { key: "mirrors", name: "mirrors", env: "LXHUB_MIRRORS", kind: "string" },
+];
+
+/** Values as commander hands them over (strings, booleans, a list for `--retain`), by field. */
+export type ConfigFlags = Partial<
+  Record<keyof ServerConfig, string | number | boolean | string[] | undefined>
+>;
+
+/** A config file's settings (`--config FILE`, YAML), by setting name. */
+export interface ConfigFile {
+  path: string;
+  values: Record<string, unknown>;
+}
+
+/**
+ * The effective configuration: each setting from its flag, else its environment variable, else
+ * the config file, else its default. A wrong value stops the start with the setting's name, where
+ * it came from and why; a config file key that is no setting is refused too.
+ */
+export function loadConfig(
+  flags: ConfigFlags,
   env: NodeJS.ProcessEnv = process.env,
+  file?: ConfigFile,
 ): ServerConfig {
-  const pick = <T>(flag: T | undefined, envName: string, dflt: T): T =>
-    flag ?? (env[envName] as T | undefined) ?? dflt;
-  const num = (v: string | number | boolean | undefined): number | undefined =>
-    v === undefined ? undefined : Number(v);
-  const raw = {
-    dataDir: resolveDataDir(flags.dataDir as string | undefined, env),
-    db: resolveDb(flags.db as string | undefined, env),
-    blobs: resolveBlobs(flags.blobs as string | undefined, env),
-    blobsRedirectSeconds: num(
-      pick(flags.blobsRedirectSeconds, "LXHUB_BLOBS_REDIRECT", DEFAULTS.blobsRedirectSeconds),
-    ),
-    listen: pick(flags.listen as string | undefined, "LXHUB_LISTEN", DEFAULTS.listen),
-    tlsListen: pick(flags.tlsListen as string | undefined, "LXHUB_TLS_LISTEN", DEFAULTS.tlsListen),
-    tlsCert: pick(flags.tlsCert as string | undefined, "LXHUB_TLS_CERT", undefined),
-    tlsKey: pick(flags.tlsKey as string | undefined, "LXHUB_TLS_KEY", undefined),
-    statementTtlSeconds: num(
-      pick(flags.statementTtlSeconds, "LXHUB_STATEMENT_TTL", DEFAULTS.statementTtlSeconds),
-    ),
-    uploadTtlSeconds: num(pick(flags.uploadTtlSeconds, "LXHUB_UPLOAD_TTL", DEFAULTS.uploadTtlSeconds)),
-    maxBlobBytes: num(pick(flags.maxBlobBytes, "LXHUB_MAX_BLOB_BYTES", DEFAULTS.maxBlobBytes)),
-    issuer: pick(flags.issuer as string | undefined, "LXHUB_ISSUER", DEFAULTS.issuer),
-    openpgpKey: resolveOpenPgpKey(flags.openpgpKey as string | undefined, env),
-    allowInsecureWrites:
-      envBoolean(flags.allowInsecureWrites as boolean | undefined, "--allow-insecure-writes") ??
-      envBoolean(env.LXHUB_ALLOW_INSECURE_WRITES, "LXHUB_ALLOW_INSECURE_WRITES") ??
-      DEFAULTS.allowInsecureWrites,
-    headersTimeoutSeconds: num(
-      pick(flags.headersTimeoutSeconds, "LXHUB_HEADERS_TIMEOUT", DEFAULTS.headersTimeoutSeconds),
-    ),
-    requestTimeoutSeconds: num(
-      pick(flags.requestTimeoutSeconds, "LXHUB_REQUEST_TIMEOUT", DEFAULTS.requestTimeoutSeconds),
-    ),
-    idleTimeoutSeconds: num(
-      pick(flags.idleTimeoutSeconds, "LXHUB_IDLE_TIMEOUT", DEFAULTS.idleTimeoutSeconds),
-    ),
-    maxUploadsPerToken: num(
-      pick(flags.maxUploadsPerToken, "LXHUB_MAX_UPLOADS_PER_TOKEN", DEFAULTS.maxUploadsPerToken),
-    ),
-    maxUploadBytesPerToken: num(
-      pick(flags.maxUploadBytesPerToken, "LXHUB_MAX_UPLOAD_BYTES_PER_TOKEN", DEFAULTS.maxUploadBytesPerToken),
-    ),
-    retain: flags.retain?.length
-      ? flags.retain
-      : (env.LXHUB_RETAIN ?? "")
+  if (file) {
+    const known = new Set(SETTINGS.map((s) => s.name));
+    for (const k of Object.keys(file.values)) {
+      if (!known.has(k)) {
+        throw new Error(
+          `invalid configuration: ${file.path}: unknown key ${JSON.stringify(k)} (keys are the flags of lxhub serve without --, e.g. gc-interval)`,
+        );
+      }
+    }
+  }
+  const raw: Record<string, unknown> = {};
+  const origin = new Map<string, string>();
+  for (const s of SETTINGS) {
+    // An empty listener address means "off"; any other empty value means "unset".
+    const emptyIsValue = s.key === "listen" || s.key === "tlsListen";
+    const given = (v: unknown): boolean =>
+      v !== undefined && !(Array.isArray(v) && v.length === 0) && (emptyIsValue || v !== "");
+    let value: unknown = flags[s.key];
+    let from = `--${s.name}`;
+    if (!given(value)) {
+      value = env[s.env];
+      from = s.env;
+      if (typeof value === "string" && s.kind === "list") {
+        value = value
           .split(";")
           .map((r) => r.trim())
-          .filter(Boolean),
-    deltas:
-      envBoolean(flags.deltas as boolean | undefined, "--no-deltas") ??
-      envBoolean(env.LXHUB_DELTAS, "LXHUB_DELTAS") ??
-      DEFAULTS.deltas,
-    gcIntervalSeconds: seconds(
-      pick(flags.gcIntervalSeconds, "LXHUB_GC_INTERVAL", DEFAULTS.gcIntervalSeconds),
-      "--gc-interval",
-    ),
-    gcGraceSeconds: seconds(
-      pick(flags.gcGraceSeconds, "LXHUB_GC_GRACE", DEFAULTS.gcGraceSeconds),
-      "--gc-grace",
-    ),
-  };
+          .filter(Boolean);
+      }
+    }
+    if (!given(value) && file) {
+      value = file.values[s.name];
+      from = `${s.name} in ${file.path}`;
+    }
+    if (!given(value)) {
+      value = (DEFAULTS as Record<string, unknown>)[s.key] ?? (s.kind === "list" ? [] : undefined);
+      from = "the default";
+    }
+    if (s.kind === "boolean") value = envBoolean(value as string | boolean | undefined, from);
+    else if (s.kind === "number" && typeof value === "string")
+      value = value.trim() === "" ? NaN : Number(value);
+    else if (s.kind === "duration") value = seconds(value, from);
+    raw[s.key] = value;
+    origin.set(s.key, from);
+  }
+  raw.dataDir = path.resolve(String(raw.dataDir));
   const r = configSchema.safeParse(raw);
   if (!r.success) {
     throw new Error(
       "invalid configuration: " +
-        r.error.issues.map((i) => `${i.path.join(".") || "config"}: ${i.message}`).join("; "),
+        r.error.issues
+          .map((i) => {
+            const key = String(i.path[0] ?? "");
+            const s = SETTINGS.find((x) => x.key === key);
+            return s ? `${s.name} (${key}, from ${origin.get(key)}): ${i.message}` : `config: ${i.message}`;
+          })
+          .join("; "),
     );
   }
   return r.data;
+}
+
+/** `scheme://user:password@host` → `scheme://user:***@host`. */
+function redactUrl(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*):[^@/]*@/i, "$1:***@");
+}
+
+/** The effective configuration by setting name, as `--print-config` shows it: credentials in URLs redacted. */
+export function printableConfig(config: ServerConfig): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const s of SETTINGS) {
+    const v = config[s.key];
+    if (v === undefined) continue;
+    out[s.name] = s.url && typeof v === "string" ? redactUrl(v) : v;
+  }
+  return out;
 }
 
 export function splitHostPort(hp: string): { host: string; port: number } {

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { pipeline } from "node:stream/promises";
 import type { BlobStore } from "../storage/blobs/store.js";
 import type { IndexService, ServedDocument } from "../registry/indexer.js";
+import type { PullThroughService } from "../registry/pull-through.js";
 import { LxhubError } from "../registry/errors.js";
 import { sendError } from "./errors.js";
 import { sendFileRange } from "./send-file.js";
@@ -19,6 +20,8 @@ export function createReadPath(deps: {
   certPem: string;
   /** > 0: answer file requests with a 302 to a presigned object-store URL valid this long. */
   redirectSeconds?: number;
+  /** A pull-through cache: `upstream/…` files not held yet are fetched from the upstream. */
+  pullThrough?: PullThroughService;
 }) {
   const certBody = Buffer.from(deps.certPem);
 
@@ -28,7 +31,8 @@ export function createReadPath(deps: {
     // meta/1.0/: the LXC download template's index (simplestreams.md §7).
     const isDoc =
       rel.startsWith("streams/") || rel.startsWith(".well-known/lxhub/") || rel.startsWith("meta/");
-    const isFile = rel.startsWith("images/") || rel.startsWith("blobs/sha256/");
+    const isFile =
+      rel.startsWith("images/") || rel.startsWith("blobs/sha256/") || rel.startsWith("upstream/");
     if (!isDoc && !isFile) return false;
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.writeHead(405, { allow: "GET, HEAD", "content-type": "application/json" });
@@ -78,10 +82,71 @@ export function createReadPath(deps: {
       sendError(res, new LxhubError("NOT_FOUND", `no such file: /${rel}`));
       return;
     }
+    const pulled = deps.pullThrough?.owns(rel) ? gen?.files.get(rel) : undefined;
+    if (pulled && deps.pullThrough) {
+      servePulled(req, res, deps.pullThrough, rel, pulled).catch((err: unknown) => {
+        if (res.headersSent) res.destroy();
+        else sendError(res, err);
+      });
+      return;
+    }
     sendBlob(req, res, deps.blobs, digest, deps.redirectSeconds ?? 0).catch((err: unknown) =>
       sendError(res, err),
     );
   }
+
+  /**
+   * A file of the pull-through cache: served from the store when held (no upstream contact);
+   * otherwise fetched once from the upstream (registry/pull-through.ts). A plain GET that starts
+   * the fetch gets the bytes as they arrive; a Range or HEAD request, or one arriving while the
+   * fetch runs, waits for it and is served from the store.
+   */
+  async function servePulled(
+    req: IncomingMessage,
+    res: ServerResponse,
+    pt: PullThroughService,
+    rel: string,
+    blob: { digest: string; size: number },
+  ): Promise<void> {
+    if (await deps.blobs.stat(blob.digest)) {
+      pt.hit();
+      return sendBlob(req, res, deps.blobs, blob.digest, deps.redirectSeconds ?? 0);
+    }
+    pt.miss();
+    const etag = `"${blob.digest.slice(7)}"`;
+    if (etagMatches(req.headers["if-none-match"], etag)) {
+      res.writeHead(304, { etag, "cache-control": IMMUTABLE });
+      res.end();
+      return;
+    }
+    const whole = req.method === "GET" && req.headers.range === undefined;
+    const how = await pt.fetch(
+      rel,
+      blob,
+      whole
+        ? {
+            begin: () => {
+              res.writeHead(200, { ...fileHeaders(etag), "content-length": blob.size });
+              res.flushHeaders();
+              return res;
+            },
+          }
+        : undefined,
+    );
+    if (how === "stored") await sendBlob(req, res, deps.blobs, blob.digest, deps.redirectSeconds ?? 0);
+  }
+}
+
+/** Content behind a file path never changes (pitfall 19): cache forever. */
+const IMMUTABLE = "public, max-age=31536000, immutable";
+
+function fileHeaders(etag: string): Record<string, string | number> {
+  return {
+    "content-type": "application/octet-stream",
+    "accept-ranges": "bytes",
+    etag,
+    "cache-control": IMMUTABLE,
+  };
 }
 
 /**
@@ -258,13 +323,7 @@ async function sendBlob(
   const info = await blobs.stat(digest);
   if (!info) throw new LxhubError("NOT_FOUND", `no such blob: ${digest}`);
   const etag = `"${digest.slice(7)}"`;
-  const headers: Record<string, string | number> = {
-    "content-type": "application/octet-stream",
-    "accept-ranges": "bytes",
-    etag,
-    // Content behind a path never changes (pitfall 19): cache forever.
-    "cache-control": "public, max-age=31536000, immutable",
-  };
+  const headers = fileHeaders(etag);
   if (etagMatches(req.headers["if-none-match"], etag)) {
     res.writeHead(304, { etag, "cache-control": headers["cache-control"] as string });
     res.end();

@@ -15,6 +15,8 @@ import path from "node:path";
  *   keys/openpgp-key.asc                OpenPGP private key of the .sjson/.json.gpg signatures
  *                                       (armored, mode 0600; unless given by --openpgp-key)
  *   tls/server.crt, tls/server.key      self-signed certificate made on first start (unless given)
+ *   upstream/serials/<sha256 of URL>.json  pull-through cache: highest statement serial accepted
+ *                                       from the upstream (anti-replay, client/remotes.ts SerialStore)
  *   mirrors/cache/blobs/sha256/<hex>    scheduled mirrors' downloads (verified, or .part while
  *                                       downloading), removed once the registry holds them
  *   mirrors/state/<name>/serials/       the highest statement serial each mirror accepted
@@ -48,6 +50,7 @@ export type StorageKey =
   | { kind: "openpgpKey" }
   | { kind: "tlsCert" }
   | { kind: "tlsKey" }
+  | { kind: "upstreamState" }
   | { kind: "mirrorCache" }
   | { kind: "mirrorState"; name: string };
 
@@ -102,6 +105,8 @@ export function storageKey(key: StorageKey): string {
       return "tls/server.crt";
     case "tlsKey":
       return "tls/server.key";
+    case "upstreamState":
+      return "upstream";
     case "mirrorCache":
       return "mirrors/cache";
     case "mirrorState":

@@ -54,4 +54,8 @@ export const publicRoutes: readonly Route[] = [
   },
   file("/images/:os/:release/:arch/:variant/:version/:file", "getImageFile"),
   file("/blobs/sha256/:hex", "getBlob"),
+  {
+    ...file("/upstream/images/:os/:release/:arch/:variant/:version/:file", "getUpstreamFile"),
+    errors: ["NOT_FOUND", "UPSTREAM_UNAVAILABLE", "UPSTREAM_TIMEOUT", "STORAGE_UNAVAILABLE", "INTERNAL"],
+  },
 ];

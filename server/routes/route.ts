@@ -37,6 +37,7 @@ export type ApiDeps = Pick<
   | "catalog"
   | "limits"
   | "mirrors"
+  | "pullThrough"
   | "retention"
   | "gc"
 > & {

@@ -20,6 +20,8 @@ export interface UploadRecords {
   /** Ids of the sessions `owner` opened that have not expired at `at`. */
   openOf(owner: string, at: Date): Promise<string[]>;
   expired(at: Date): Promise<string[]>;
+  /** Saved prefix hash states of the sessions not expired at `at` (replicas save them). */
+  prefixStates(at: Date): Promise<string[]>;
 }
 
 export class KnexUploadRecords implements UploadRecords {
@@ -83,5 +85,13 @@ export class KnexUploadRecords implements UploadRecords {
       id: string;
     }[];
     return rows.map((r) => r.id);
+  }
+
+  async prefixStates(at: Date): Promise<string[]> {
+    const rows = (await this.db("upload_sessions")
+      .whereNotNull("prefix_state")
+      .andWhere("expires_at", ">", at.toISOString())
+      .select("prefix_state")) as { prefix_state: string }[];
+    return rows.map((r) => r.prefix_state);
   }
 }

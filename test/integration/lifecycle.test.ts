@@ -11,6 +11,8 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import Database from "better-sqlite3";
 import { api, digestOf, uploadBlob, uploadFile, versionPath } from "../support/api.js";
+import { createDatabase } from "../support/postgres.js";
+import { createTestBucket, ensureRgw } from "../support/rgw.js";
 import { buildTinyImage, publishTinyImage } from "../support/tiny-image.js";
 import { createToken, lxhubCli, startServer, type RunningServer } from "../support/server.js";
 
@@ -131,6 +133,24 @@ describe("retention and garbage collection", { timeout: 240_000 }, () => {
       }
     });
 
+    it("keeps the metadata blob an open upload session hashes as its prefix, until the session ends", async () => {
+      const meta = randomBytes(1500);
+      assert.equal((await uploadBlob(server.httpUrl, token, meta)).status, 201);
+      const open = await api(server.httpUrl, "POST", `/api/v1/uploads?prefix=${digestOf(meta)}`, { token });
+      assert.equal(open.status, 201, open.text);
+      const gc = async () => {
+        const r = await api(server.httpUrl, "POST", "/api/v1/gc", {
+          token,
+          body: JSON.stringify({ grace: "0" }),
+        });
+        assert.equal(r.status, 200, r.text);
+        return (r.json?.freed as { digest: string }[]).map((f) => f.digest);
+      };
+      assert.ok(!(await gc()).includes(digestOf(meta)), "kept while the session is open");
+      assert.equal((await api(server.httpUrl, "DELETE", String(open.json?.location), { token })).status, 204);
+      assert.ok((await gc()).includes(digestOf(meta)), "collected once it ended");
+    });
+
     it("POST /api/v1/prune applies given policies, and a dry run changes nothing", async () => {
       const dry = await api(server.httpUrl, "POST", "/api/v1/prune", {
         token,
@@ -183,6 +203,50 @@ describe("retention and garbage collection", { timeout: 240_000 }, () => {
         assert.equal(await status(again.httpUrl, `images/tiny/1/amd64/default/${V[2]}/rootfs.tar.xz`), 200);
         await again.stop();
         await rm(server.dataDir, { recursive: true, force: true });
+      }
+    });
+  });
+
+  describe("on PostgreSQL + S3 (radosgw)", () => {
+    it("collects a deleted version's files and an abandoned upload from the bucket", async () => {
+      const [rgw, db] = await Promise.all([ensureRgw(), createDatabase("lifecycle")]);
+      const bucket = await createTestBucket(rgw, "lifecycle");
+      const blobs = `s3://${bucket}/gc?endpoint=${encodeURIComponent(rgw.endpoint)}&region=${rgw.region}&forcePathStyle=true`;
+      const env = { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey };
+      const server = await startServer({
+        extraArgs: ["--db", db, "--blobs", blobs, "--gc-interval", "0"],
+        env,
+      });
+      try {
+        const made = await lxhubCli(
+          ["token", "create", "--data", server.dataDir, "--db", db, "--blobs", blobs, "--scope", "admin"],
+          { env },
+        );
+        assert.equal(made.code, 0, made.stderr);
+        const token = made.stdout.trim();
+        for (const v of V.slice(0, 2))
+          await publishTinyImage(server.httpUrl, token, join(work, `s3-${v}`), v, { distinct: true });
+        const abandoned = randomBytes(3000);
+        assert.equal((await uploadBlob(server.httpUrl, token, abandoned)).status, 201);
+        const del = await api(
+          server.httpUrl,
+          "DELETE",
+          versionPath({ os: "tiny", release: "1", arch: "amd64", variant: "default" }, V[0]!),
+          { token },
+        );
+        assert.equal(del.status, 204, del.text);
+        const gc = await api(server.httpUrl, "POST", "/api/v1/gc", {
+          token,
+          body: JSON.stringify({ grace: "0" }),
+        });
+        assert.equal(gc.status, 200, gc.text);
+        const freed = (gc.json?.freed as { digest: string }[]).map((f) => f.digest);
+        assert.equal(freed.length, 3, JSON.stringify(gc.json));
+        assert.ok(freed.includes(digestOf(abandoned)));
+        assert.equal(await status(server.httpUrl, `images/tiny/1/amd64/default/${V[0]}/rootfs.tar.xz`), 404);
+        assert.equal(await status(server.httpUrl, `images/tiny/1/amd64/default/${V[1]}/rootfs.tar.xz`), 200);
+      } finally {
+        await server.stop();
       }
     });
   });

@@ -1,6 +1,6 @@
 import { it } from "node:test";
 import assert from "node:assert/strict";
-import { DEFAULTS, loadConfig } from "../../../server/config.js";
+import { DEFAULTS, loadConfig, printableConfig } from "../../../server/config.js";
 import { catalogConfigFromUrl, describeCatalogUrl } from "../../../storage/catalog/catalog.js";
 
 it("the limits have defaults, come from the environment, and flags win over it", () => {
@@ -92,4 +92,83 @@ it("a catalog URL is PostgreSQL, sqlite:FILE or nothing; anything else is a clea
     describeCatalogUrl("postgres://lxhub:hunter2@db:5432/lxhub"),
     "postgres://lxhub:***@db:5432/lxhub",
   );
+});
+
+it("--upstream takes exactly one trust setting, from flags or the environment", () => {
+  const key = "A".repeat(43);
+  const none = loadConfig({}, {});
+  assert.equal(none.upstream, undefined);
+  assert.equal(none.upstreamRefreshSeconds, 300);
+  assert.equal(none.upstreamTimeoutSeconds, 30);
+  assert.equal(loadConfig({}, { LXHUB_UPSTREAM_TIMEOUT: "2.5" }).upstreamTimeoutSeconds, 2.5);
+  assert.throws(() => loadConfig({ upstreamTimeoutSeconds: "0" }, {}), /upstreamTimeoutSeconds/);
+  const signed = loadConfig({}, { LXHUB_UPSTREAM: "https://images.example/", LXHUB_UPSTREAM_KEY: key });
+  assert.deepEqual(
+    [signed.upstream, signed.upstreamKey, signed.upstreamNoSignature],
+    ["https://images.example/", key, false],
+  );
+  const plain = loadConfig(
+    { upstream: "http://127.0.0.1:8080", upstreamNoSignature: true, upstreamRefreshSeconds: "60" },
+    {},
+  );
+  assert.deepEqual([plain.upstreamNoSignature, plain.upstreamRefreshSeconds], [true, 60]);
+  assert.throws(() => loadConfig({ upstream: "http://u" }, {}), /exactly one of --upstream-key/);
+  assert.throws(
+    () => loadConfig({ upstream: "http://u", upstreamKey: key, upstreamNoSignature: true }, {}),
+    /exactly one of --upstream-key/,
+  );
+  assert.throws(() => loadConfig({ upstreamKey: key }, {}), /need --upstream/);
+  assert.throws(() => loadConfig({ upstream: "ftp://u", upstreamNoSignature: true }, {}), /http/);
+  assert.throws(() => loadConfig({ upstream: "http://u", upstreamKey: "short" }, {}), /thumbprint/);
+});
+
+it("a config file's keys are the flags; flag > environment > file > default; unknown keys are refused", () => {
+  const file = {
+    path: "/etc/lxhub/config.yaml",
+    values: {
+      "gc-interval": "6h",
+      "idle-timeout": 5,
+      listen: "127.0.0.1:9000",
+      retain: ["debian/*:keep=3"],
+      deltas: false,
+    },
+  };
+  const c = loadConfig({}, {}, file);
+  assert.deepEqual(
+    [c.gcIntervalSeconds, c.idleTimeoutSeconds, c.listen, c.retain, c.deltas],
+    [6 * 3600, 5, "127.0.0.1:9000", ["debian/*:keep=3"], false],
+  );
+  const e = loadConfig({}, { LXHUB_IDLE_TIMEOUT: "7", LXHUB_RETAIN: "*:keep=1;x/*:keep=2" }, file);
+  assert.equal(e.idleTimeoutSeconds, 7, "the environment beats the file");
+  assert.deepEqual(e.retain, ["*:keep=1", "x/*:keep=2"]);
+  const f = loadConfig(
+    { idleTimeoutSeconds: "9", retain: ["y/*:keep=4"] },
+    { LXHUB_IDLE_TIMEOUT: "7" },
+    file,
+  );
+  assert.deepEqual([f.idleTimeoutSeconds, f.retain], [9, ["y/*:keep=4"]], "flags beat both");
+  assert.throws(
+    () => loadConfig({}, {}, { path: "c.yaml", values: { "gc-intervall": "1h" } }),
+    /c\.yaml: unknown key "gc-intervall"/,
+  );
+  assert.throws(
+    () => loadConfig({}, {}, { path: "c.yaml", values: { "idle-timeout": "soon" } }),
+    /idle-timeout \(idleTimeoutSeconds, from idle-timeout in c\.yaml\)/,
+  );
+});
+
+it("--print-config shows the effective settings by name with passwords in URLs redacted", () => {
+  const c = loadConfig(
+    {
+      db: "postgres://lxhub:s3cret@db:5432/lxhub",
+      upstream: "https://u:pw@up.example",
+      upstreamNoSignature: true,
+    },
+    {},
+  );
+  const p = printableConfig(c);
+  assert.equal(p.db, "postgres://lxhub:***@db:5432/lxhub");
+  assert.equal(p.upstream, "https://u:***@up.example");
+  assert.equal(p["gc-grace"], DEFAULTS.gcGraceSeconds);
+  assert.ok(!JSON.stringify(p).includes("s3cret"));
 });
