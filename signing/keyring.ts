@@ -305,7 +305,8 @@ export class Keyring {
     const out: string[] = [];
     for (const k of this.#keys) {
       const e = k.endorsement ? endorsementClaims(k.endorsement) : null;
-      if (e && k.endorsement && kept.has(e.by) && e.notAfter > now) out.push(k.endorsement);
+      if (e && k.endorsement && e.kid === k.kid && kept.has(e.by) && e.notAfter > now)
+        out.push(k.endorsement);
     }
     return out;
   }
