@@ -13,6 +13,7 @@ type Register = (program: Command) => void;
 const GROUPS: Record<string, () => Promise<Register>> = {
   serve: async () => (await import("./serve.js")).registerServe,
   token: async () => (await import("./token.js")).registerToken,
+  key: async () => (await import("./key.js")).registerKey,
   push: async () => (await import("./push.js")).registerPush,
   remote: async () => (await import("./remote.js")).registerRemote,
   pull: async () => (await import("./pull.js")).registerPull,

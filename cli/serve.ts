@@ -263,6 +263,15 @@ export function registerServe(program: Command): void {
               () => process.exit(1),
             );
         };
+        // SIGHUP (systemctl reload): read the signing keys again and re-sign now, e.g. after
+        // `lxhub key rotate` on this data folder (registry/keys.ts).
+        process.on("SIGHUP", () => {
+          s.registry.index.rebuild().then(
+            (g) =>
+              log.info({ event: "resigned", serial: g.serial, signingKey: s.registry.keyring.active().kid }),
+            (err: unknown) => log.error({ err }, "re-signing failed"),
+          );
+        });
         process.once("SIGTERM", () => stop("SIGTERM"));
         process.once("SIGINT", () => stop("SIGINT"));
       },

@@ -13,7 +13,9 @@
  * lxhub signs with, signing/keyring.ts): `--key THUMBPRINT` pins one key, read from the server's
  * JWKS only to learn its public half (the thumbprint proves it is the one meant);
  * `--trust-on-first-use` pins every key the JWKS holds right now. A statement signed by any
- * other key is refused until the user re-trusts (adds the remote again). A remote added with
+ * other key is refused until the user re-trusts (adds the remote again), unless a chain of
+ * endorsements from a pinned key reaches it (a rotation the server announced,
+ * signing/endorsement.ts): then that key replaces the pinned ones (`follow`). A remote added with
  * `--no-signature` is a plain simplestreams tree: only the file hashes and fingerprints of its
  * documents protect a pull from it.
  *
@@ -32,6 +34,8 @@ import { HttpClient } from "./http.js";
 
 /** Where the server publishes its public signing keys (registry/indexer.ts JWKS_PATH). */
 export const JWKS_PATH = ".well-known/lxhub/jwks.json";
+/** Endorsements of newer signing keys by older ones (registry/indexer.ts ENDORSEMENTS_PATH). */
+export const ENDORSEMENTS_PATH = ".well-known/lxhub/endorsements.json";
 /** The signed statement over the index documents (registry/indexer.ts STATEMENT_PATH). */
 export const STATEMENT_PATH = "streams/v1/statement.jws";
 
@@ -308,6 +312,20 @@ export class RemoteStore {
     await new SerialStore(this.stateDir).reset(url);
     if (old && old.url !== url) await new SerialStore(this.stateDir).reset(old.url);
     return { remote: { name: opts.name, ...entry }, replaced };
+  }
+
+  /**
+   * After a pull followed a rotation: `key` (proven by endorsements from a pinned key) becomes the
+   * remote's only pinned key. The keys it replaces signed nothing newer than what this host has
+   * seen (serials only grow), so a statement they sign now would be a replay or a forgery. No-op
+   * when the remote was replaced or removed meanwhile. The serial record is kept.
+   */
+  async follow(name: string, url: string, key: JWK): Promise<void> {
+    const f = await this.read();
+    const r = Object.hasOwn(f.remotes, name) ? f.remotes[name] : undefined;
+    if (!r || r.url !== url || !r.signed) return;
+    r.keys = [key];
+    await this.write(f);
   }
 
   /** Whether a certificate path is one of the copies kept in the config folder (never the user's own file). */

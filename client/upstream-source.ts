@@ -19,7 +19,9 @@ import { openStream, type RemoteTarget } from "./verify.js";
  *
  * Products are read with the pull chain (client/verify.ts `openStream`): with a pinned key the
  * signed statement is required and the documents are checked against it, serials kept in the
- * cache's data folder (`stateDir`) so a replayed older index is refused; with `noSignature` a
+ * cache's data folder (`stateDir`) so a replayed older index is refused, and a rotation the
+ * upstream announces is followed in memory (as `--key` with a URL; the configured key stays the
+ * one trusted after a restart); with `noSignature` a
  * plain simplestreams server is read as it is (the cache still checks every file's sha256).
  * Files are streamed with one retry; a stall fails the fetch after `stallMs`.
  */

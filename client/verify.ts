@@ -12,6 +12,12 @@
  * A plain simplestreams tree has no statement: steps 1–2 are skipped only when the user said so
  * (`--no-signature`, or a remote added with it); steps 3–4 always run.
  *
+ * When the statement's key is not pinned, the server's endorsements are read: a chain from a
+ * pinned key to it (signing/endorsement.ts, every link checked with a key already trusted, each
+ * within its overlap, kid = thumbprint) makes it trusted, and a named remote pins it instead of
+ * the old keys (`RemoteStore.follow`); a URL with `--key` follows it for this run only. No chain:
+ * refused as before (`UNTRUSTED_KEY`).
+ *
  * Which remote and which trust: a remote name uses what `lxhub remote add` pinned. A URL needs
  * `--key THUMBPRINT` (the server's JWKS is then read only to find that key) or `--no-signature`;
  * trust on first use is offered only by `lxhub remote add`, where the pinned key is kept — for a
@@ -41,6 +47,7 @@ import {
   verifyStatement,
   type VerifiedStatement,
 } from "../signing/statement.js";
+import { followEndorsements, type EndorsedKey } from "../signing/endorsement.js";
 import {
   BlobCache,
   fetchFile,
@@ -52,6 +59,7 @@ import {
 } from "./cache.js";
 import { HttpClient, HttpError, describeConnectionError } from "./http.js";
 import {
+  ENDORSEMENTS_PATH,
   isUrl,
   keysForThumbprints,
   normalizeUrl,
@@ -77,6 +85,8 @@ export interface RemoteTarget {
   keys: JWK[] | null;
   /** PEM to trust for HTTPS instead of the system roots. */
   ca?: Buffer;
+  /** Where a configured remote is kept: a followed rotation is pinned there. */
+  store?: RemoteStore;
 }
 
 export interface TargetOptions {
@@ -117,6 +127,7 @@ export async function resolveTarget(arg: string, opts: TargetOptions = {}): Prom
     return {
       label: arg,
       remoteName: arg,
+      store,
       url: remote.url,
       keys: opts.noSignature || !remote.signed ? null : remote.keys,
       ca: ca ?? (remote.ca ? await readCa(remote.ca, `the certificate of remote ${arg}`) : undefined),
@@ -184,7 +195,8 @@ function statementFailure(err: StatementError, target: RemoteTarget): Verificati
       const pinned = (target.keys ?? []).map((k) => k.kid).join(", ");
       return new VerificationError(
         "UNTRUSTED_KEY",
-        `${where} is signed by a key that is not pinned (${err.message}; pinned: ${pinned || "none"}). ` +
+        `${where} is signed by a key that is not pinned (${err.message}; pinned: ${pinned || "none"}), ` +
+          "and no endorsement by a pinned key vouches for it. " +
           `Refusing it: the server's signing key changed, or someone else is answering. ${retrustHint(target)}`,
         false,
         { cause: err },
@@ -218,6 +230,57 @@ function statementFailure(err: StatementError, target: RemoteTarget): Verificati
           cause: err,
         },
       );
+  }
+}
+
+/**
+ * Verifies a statement with the pinned keys or, when its kid is not pinned, with a key the
+ * endorsements reach from them (`followed`, of the statement's own issuer). Throws
+ * `StatementError`; an `UNKNOWN_KEY` says why endorsements by pinned keys did not count.
+ */
+async function verifyFollowing(
+  jws: string,
+  pinned: JWK[],
+  opts: { minSerial?: number; now?: Date; endorsements: () => Promise<string[]> },
+): Promise<{ statement: VerifiedStatement; followed?: EndorsedKey }> {
+  const verify = (keys: JWK[]) =>
+    verifyStatement(jws, { keys: { keys }, minSerial: opts.minSerial, now: opts.now });
+  try {
+    return { statement: await verify(pinned) };
+  } catch (err) {
+    if (!(err instanceof StatementError) || err.code !== "UNKNOWN_KEY") throw err;
+    const refused: string[] = [];
+    const reached = await followEndorsements(pinned, await opts.endorsements(), {
+      now: opts.now,
+      onRefused: (by, e) => refused.push(`an endorsement by ${by} is refused: ${e.message}`),
+    });
+    // Say why a pinned key's endorsement did not count (an overlap that ended, a forgery).
+    const unknown = refused.length
+      ? new StatementError(err.code, `${err.message}; ${refused.join("; ")}`)
+      : err;
+    const statement = await verify([...pinned, ...[...reached.values()].map((r) => r.jwk)]).catch(
+      (e: unknown) => {
+        throw e instanceof StatementError && e.code === "UNKNOWN_KEY" ? unknown : e;
+      },
+    );
+    const followed = reached.get(statement.kid);
+    // A chain vouches for keys of its own issuer only.
+    if (!followed || followed.issuer !== statement.issuer) throw unknown;
+    return { statement, followed };
+  }
+}
+
+/** The server's endorsements (remotes.ts ENDORSEMENTS_PATH); none when it publishes none. */
+async function getEndorsements(http: HttpClient, signal?: AbortSignal): Promise<string[]> {
+  const res = await http.request("GET", `/${ENDORSEMENTS_PATH}`, { accept: [404], signal });
+  if (res.status === 404 || res.body.length > 256 * 1024) return [];
+  try {
+    const doc = JSON.parse(res.body.toString("utf8")) as { endorsements?: unknown };
+    return Array.isArray(doc.endorsements)
+      ? doc.endorsements.filter((e): e is string => typeof e === "string")
+      : [];
+  } catch {
+    return [];
   }
 }
 
@@ -280,20 +343,34 @@ export async function openStream(target: RemoteTarget, opts: StreamOptions = {})
         );
       }
       const minSerial = await serials.get(target.url);
+      let followed: EndorsedKey | undefined;
       try {
-        statement = await verifyStatement(res.body.toString("utf8"), {
-          keys: { keys: target.keys },
+        ({ statement, followed } = await verifyFollowing(res.body.toString("utf8"), target.keys, {
           minSerial,
           now: opts.now,
-        });
+          endorsements: () => getEndorsements(http, opts.signal),
+        }));
       } catch (err) {
         if (err instanceof StatementError) throw statementFailure(err, target);
         throw err;
       }
-      step(
-        "statement",
-        `signed by pinned key ${statement.kid}, serial ${statement.serial}, expires ${statement.expiresAt.toISOString()}`,
-      );
+      const signed = `serial ${statement.serial}, expires ${statement.expiresAt.toISOString()}`;
+      if (followed) {
+        target.keys = [followed.jwk];
+        if (target.remoteName !== undefined)
+          await target.store?.follow(target.remoteName, target.url, followed.jwk);
+        step(
+          "statement",
+          `signed by key ${statement.kid}, endorsed by pinned key ${followed.chain.join(" → ")} ` +
+            `(overlap until ${followed.notAfter.toISOString()}); ` +
+            (target.remoteName !== undefined
+              ? `now pinned for remote ${target.remoteName}`
+              : "followed for this run (not pinned: a URL)") +
+            `; ${signed}`,
+        );
+      } else {
+        step("statement", `signed by pinned key ${statement.kid}, ${signed}`);
+      }
     } else {
       step("statement", "not checked (--no-signature)");
     }

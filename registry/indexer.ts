@@ -36,6 +36,12 @@ export const INDEX_PATH = "streams/v1/index.json";
 export const PRODUCTS_PATH = "streams/v1/images.json";
 export const STATEMENT_PATH = "streams/v1/statement.jws";
 export const JWKS_PATH = ".well-known/lxhub/jwks.json";
+/**
+ * The endorsements of newer keys by older ones still kept (signing/endorsement.ts), as
+ * `{"endorsements": [compact JWS, …]}`: what lets a client that pinned an older key follow a
+ * rotation. Not in the statement: each endorsement is signed on its own.
+ */
+export const ENDORSEMENTS_PATH = ".well-known/lxhub/endorsements.json";
 
 /** The LXC download index is plain text (simplestreams.md §7.2); every other built document JSON. */
 function contentTypeOf(path: string): string {
@@ -217,13 +223,20 @@ export class IndexService {
   }
 
   /**
-   * Re-sign when the generation served is older than `maxAgeMs` (the re-signing timer). With
-   * replicas, the first one due re-signs and the others load its generation instead.
+   * Re-sign when the generation served is older than `maxAgeMs` (the re-signing timer; `Infinity`:
+   * only for a key change, the server's minute check), or when
+   * the key store changed since it was signed (`lxhub key rotate|retire` from another process, an
+   * overlap that ended). With replicas, the first one due re-signs and the others load its
+   * generation instead.
    */
   resignIfDue(maxAgeMs: number): Promise<Generation | null> {
     return this.exclusive(async () => {
       if (this.catalog.shared) await this.load();
-      if (this.current && Date.now() - this.current.builtAt.getTime() < maxAgeMs) return null;
+      await this.keyring.reload();
+      const keysChanged = [...this.keyDocuments()].some(
+        ([p, d]) => this.current?.documents.get(p)?.sha256 !== d.sha256,
+      );
+      if (this.current && !keysChanged && Date.now() - this.current.builtAt.getTime() < maxAgeMs) return null;
       const built = this.build(await this.catalog.images.snapshot());
       return (await this.seal(built, async () => undefined)).gen;
     });
@@ -357,12 +370,11 @@ export class IndexService {
     built: { docs: Map<string, Buffer>; files: FileMap; dropped: StreamValidationError[]; builtAt: Date },
     commit: (tx: Tx) => Promise<T>,
   ): Promise<{ result: T; gen: Generation }> {
+    // Sign with the newest key in the store, which another process may have rotated.
+    await this.keyring.reload();
     const documents = new Map<string, ServedDocument>();
     for (const [p, body] of built.docs) documents.set(p, servedDocument(body, contentTypeOf(p)));
-    documents.set(
-      JWKS_PATH,
-      servedDocument(Buffer.from(JSON.stringify(this.keyring.jwks(), null, 1) + "\n"), "application/json"),
-    );
+    for (const [p, d] of this.keyDocuments()) documents.set(p, d);
     if (this.opts.openpgp) {
       for (const [p, d] of await openPgpDocuments(this.opts.openpgp, built.docs)) {
         documents.set(p, servedDocument(d.body, d.contentType));
@@ -407,6 +419,16 @@ export class IndexService {
     // From the build's start (builtAt) to the swap: what a publish waits for the documents.
     this.opts.onSealed?.((Date.now() - built.builtAt.getTime()) / 1000);
     return { result, gen };
+  }
+
+  /** The public keys and the endorsements still due, as the keyring holds them now. */
+  private keyDocuments(): Map<string, ServedDocument> {
+    const json = (v: unknown) =>
+      servedDocument(Buffer.from(JSON.stringify(v, null, 1) + "\n"), "application/json");
+    return new Map([
+      [JWKS_PATH, json(this.keyring.jwks())],
+      [ENDORSEMENTS_PATH, json({ endorsements: this.keyring.endorsements() })],
+    ]);
   }
 
   /** The swap: one reference assignment, never to an older serial. */

@@ -4,7 +4,7 @@ import { FileOpenPgpKeyStore, OpenPgpSigner } from "../signing/openpgp.js";
 import { openBlobStore } from "../storage/blobs/open.js";
 import type { BlobStore } from "../storage/blobs/store.js";
 import { Catalog, catalogConfigFromUrl, type ProductKey } from "../storage/catalog/catalog.js";
-import { CatalogKeyStore, CatalogOpenPgpKeyStore } from "./keys.js";
+import { CatalogKeyStore, CatalogOpenPgpKeyStore, KeyService } from "./keys.js";
 import { dataPath } from "../storage/layout.js";
 import { IndexService } from "./indexer.js";
 import { ProductService } from "./products.js";
@@ -66,6 +66,8 @@ export interface Registry {
   catalog: Catalog;
   blobs: BlobStore;
   keyring: Keyring;
+  /** `lxhub key list|rotate|retire`. */
+  keys: KeyService;
   /** The OpenPGP key of the documents for the canonical simplestreams tools. */
   openpgp: OpenPgpSigner;
   tokens: TokenService;
@@ -168,6 +170,7 @@ export async function openRegistry(opts: RegistryOptions): Promise<Registry> {
       catalog,
       blobs,
       keyring,
+      keys: new KeyService(catalog, keyring, index, opts.issuer),
       openpgp,
       tokens,
       index,

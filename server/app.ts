@@ -21,6 +21,9 @@ import { allows } from "../registry/tokens.js";
 import { loadOrCreateTls, type TlsMaterial } from "./tls.js";
 import type { UpstreamSource } from "../registry/pull-through.js";
 
+/** How often a server looks for key changes made by `lxhub key rotate|retire` (registry/keys.ts). */
+const KEY_CHECK_MS = 60_000;
+
 export interface RunningServer {
   registry: Registry;
   tls: TlsMaterial | null;
@@ -277,6 +280,13 @@ export async function startServer(
       },
       Math.max(30, config.statementTtlSeconds / 8) * 1000,
     ),
+    setInterval(() => {
+      // A rotation or retirement made by `lxhub key` from another process: signed with within a
+      // minute (the check re-reads the key store; nothing is signed when it did not change).
+      registry.index
+        .resignIfDue(Infinity)
+        .catch((err: unknown) => log.error({ err }, "re-signing after a key change failed"));
+    }, KEY_CHECK_MS),
   ];
   if (config.gcIntervalSeconds > 0) {
     // One replica at a time collects; the others skip their turn.

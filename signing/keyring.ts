@@ -14,14 +14,26 @@
  * signed keep verifying until an operator retires them. Files not ending in `.jwk` (including
  * our `.…tmp` files left by a crash) are ignored.
  *
- * Several processes may share one store (replicas); the keyring is read once at `open`, so a
- * process sees a rotation done by another only after reopening.
+ * A key made by `rotate` after another also holds `lxhub_endorsement`: the previous active key's
+ * endorsement of it (signing/endorsement.ts), made once, published while the endorsing key is
+ * kept and the overlap lasts (`endorsements`).
+ *
+ * Several processes may share one store (replicas, or `lxhub key rotate` beside a running
+ * server): `reload` reads the store again, and the index service does so before it signs.
  */
 import { randomBytes } from "node:crypto";
 import { restrictMode } from "./secret-files.js";
 import { mkdir, open, readdir, readFile, rename, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK } from "jose";
+import {
+  calculateJwkThumbprint,
+  decodeJwt,
+  decodeProtectedHeader,
+  exportJWK,
+  generateKeyPair,
+  importJWK,
+  type JWK,
+} from "jose";
 
 /** The JWS algorithm every lxhub key signs with. */
 export const KEY_ALG = "EdDSA";
@@ -37,10 +49,37 @@ export interface KeyInfo {
   created: Date;
   /** Public members only, with `kid`, `alg: EdDSA`, `use: sig`. */
   publicJwk: JWK;
+  /** The previous active key's endorsement of this one, made by `rotate` (compact JWS). */
+  endorsement?: string;
 }
+
+/** Makes the endorsement of `next` by `previous` when `rotate` replaces the active key. */
+export type Endorse = (previous: SigningKey, next: KeyInfo) => Promise<string>;
 
 export interface SigningKey extends KeyInfo {
   privateKey: CryptoKey;
+}
+
+/** What an endorsement says (signing/endorsement.ts), read without checking it. */
+export interface EndorsementClaims {
+  /** The endorsing key. */
+  by: string;
+  /** The endorsed key. */
+  kid: string;
+  /** The end of the overlap. */
+  notAfter: Date;
+}
+
+/** The claims of an endorsement this server made (for listing and publishing); null if unreadable. */
+export function endorsementClaims(jws: string): EndorsementClaims | null {
+  try {
+    const { kid } = decodeProtectedHeader(jws);
+    const { sub, exp } = decodeJwt(jws);
+    if (typeof kid !== "string" || typeof sub !== "string" || typeof exp !== "number") return null;
+    return { by: kid, kid: sub, notAfter: new Date(exp * 1000) };
+  } catch {
+    return null;
+  }
 }
 
 /** A key folder that cannot be used as it is (bad file, unknown kid, retiring the active key). */
@@ -50,6 +89,7 @@ export class KeyringError extends Error {
 
 const SUFFIX = ".jwk";
 const CREATED_MEMBER = "lxhub_created";
+const ENDORSEMENT_MEMBER = "lxhub_endorsement";
 
 /** Public members of an Ed25519 JWK plus the members every published key carries. */
 function publicPart(jwk: JWK, kid: string): JWK {
@@ -166,7 +206,32 @@ async function parseKey(path: string, kidFromName: string, text: string): Promis
     // WebCrypto also refuses a private half that does not belong to the public half here.
     throw new KeyringError(`${path}: unusable key (${(err as Error).message})`);
   }
-  return { kid, created, publicJwk: publicPart(jwk, kid), privateKey };
+  const endorsement = typeof jwk[ENDORSEMENT_MEMBER] === "string" ? jwk[ENDORSEMENT_MEMBER] : undefined;
+  return {
+    kid,
+    created,
+    publicJwk: publicPart(jwk, kid),
+    privateKey,
+    ...(endorsement ? { endorsement } : {}),
+  };
+}
+
+/**
+ * Every key in `store`, oldest first. A key whose stored text is the one `parsed` remembers is
+ * reused as it is; `parsed` is updated to the store's keys (kid → text and key).
+ */
+async function readKeys(
+  store: KeyStore,
+  parsed: Map<string, { text: string; key: SigningKey }>,
+): Promise<SigningKey[]> {
+  const seen = new Map<string, { text: string; key: SigningKey }>();
+  for (const { kid, text, label } of await store.list()) {
+    const known = parsed.get(kid);
+    seen.set(kid, known && known.text === text ? known : { text, key: await parseKey(label, kid, text) });
+  }
+  parsed.clear();
+  for (const [kid, entry] of seen) parsed.set(kid, entry);
+  return [...seen.values()].map((e) => e.key).sort(byAge);
 }
 
 function byAge(a: KeyInfo, b: KeyInfo): number {
@@ -176,6 +241,8 @@ function byAge(a: KeyInfo, b: KeyInfo): number {
 export class Keyring {
   /** Oldest first; the last one is active. Never empty. */
   #keys: SigningKey[];
+  /** What `reload` read last, so unchanged keys are not parsed and imported again. */
+  readonly #parsed = new Map<string, { text: string; key: SigningKey }>();
 
   private constructor(
     private readonly store: KeyStore,
@@ -196,12 +263,20 @@ export class Keyring {
    */
   static async open(dirOrStore: string | KeyStore): Promise<Keyring> {
     const store = typeof dirOrStore === "string" ? new FileKeyStore(dirOrStore) : dirOrStore;
-    const keys: SigningKey[] = [];
-    for (const { kid, text, label } of await store.list()) keys.push(await parseKey(label, kid, text));
-    keys.sort(byAge);
-    const ring = new Keyring(store, keys);
-    if (keys.length === 0) await ring.rotate();
+    const ring = new Keyring(store, []);
+    ring.#keys = await readKeys(store, ring.#parsed);
+    if (ring.#keys.length === 0) await ring.rotate();
     return ring;
+  }
+
+  /**
+   * Reads the store again: keys another process added (a rotation) or removed (a retirement).
+   * Keys already loaded are not parsed again. Throws like `open`; an empty store keeps the keys
+   * loaded (a folder being restored is no reason to stop signing).
+   */
+  async reload(): Promise<void> {
+    const keys = await readKeys(this.store, this.#parsed);
+    if (keys.length > 0) this.#keys = keys;
   }
 
   /** The newest key: the one that signs. */
@@ -213,24 +288,65 @@ export class Keyring {
 
   /** Every key, oldest first (the last is active). */
   list(): KeyInfo[] {
-    return this.#keys.map(({ kid, created, publicJwk }) => ({ kid, created, publicJwk: { ...publicJwk } }));
+    return this.#keys.map(({ kid, created, publicJwk, endorsement }) => ({
+      kid,
+      created,
+      publicJwk: { ...publicJwk },
+      ...(endorsement ? { endorsement } : {}),
+    }));
   }
 
-  /** Creates a new key, stores it, and makes it active. Returns its kid. */
-  async rotate(): Promise<string> {
+  /**
+   * The endorsements to publish: each one whose endorsing key is still here (not retired) and
+   * whose overlap has not ended at `now`, oldest first.
+   */
+  endorsements(now: Date = new Date()): string[] {
+    const kept = new Set(this.#keys.map((k) => k.kid));
+    const out: string[] = [];
+    for (const k of this.#keys) {
+      const e = k.endorsement ? endorsementClaims(k.endorsement) : null;
+      if (e && k.endorsement && e.kid === k.kid && kept.has(e.by) && e.notAfter > now)
+        out.push(k.endorsement);
+    }
+    return out;
+  }
+
+  /**
+   * Creates a new key, stores it, and makes it active. Returns its kid. With `endorse`, the key
+   * that was active signs an endorsement of the new one, stored with it (signing/endorsement.ts).
+   */
+  async rotate(endorse?: Endorse): Promise<string> {
     const { privateKey } = await generateKeyPair(KEY_ALG, { crv: "Ed25519", extractable: true });
     const jwk = await exportJWK(privateKey);
     const kid = await calculateJwkThumbprint({ kty: "OKP", crv: "Ed25519", x: jwk.x });
     // Strictly after the current active key, even within one millisecond, so order is total.
     const newest = this.#keys[this.#keys.length - 1];
     const created = new Date(Math.max(Date.now(), newest ? newest.created.getTime() + 1 : 0));
-    const file = { ...publicPart(jwk, kid), d: jwk.d, [CREATED_MEMBER]: created.toISOString() };
-    await this.store.add(kid, `${JSON.stringify(file, null, 2)}\n`);
+    const endorsement =
+      newest && endorse
+        ? await endorse(newest, { kid, created, publicJwk: publicPart(jwk, kid) })
+        : undefined;
+    const file = {
+      ...publicPart(jwk, kid),
+      d: jwk.d,
+      [CREATED_MEMBER]: created.toISOString(),
+      ...(endorsement ? { [ENDORSEMENT_MEMBER]: endorsement } : {}),
+    };
+    const text = `${JSON.stringify(file, null, 2)}\n`;
+    await this.store.add(kid, text);
     const signingKey = (await importJWK(
       { kty: "OKP", crv: "Ed25519", x: jwk.x, d: jwk.d },
       KEY_ALG,
     )) as CryptoKey;
-    this.#keys.push({ kid, created, publicJwk: publicPart(jwk, kid), privateKey: signingKey });
+    const key: SigningKey = {
+      kid,
+      created,
+      publicJwk: publicPart(jwk, kid),
+      privateKey: signingKey,
+      ...(endorsement ? { endorsement } : {}),
+    };
+    this.#keys.push(key);
+    this.#parsed.set(kid, { text, key });
     return kid;
   }
 

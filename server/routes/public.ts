@@ -59,6 +59,7 @@ export const publicRoutes: readonly Route[] = [
   document("/streams/v1/images.json.gpg", "getProductsDocumentSignature"),
   document("/streams/v1/signing-key.asc", "getOpenPgpKey"),
   document("/.well-known/lxhub/jwks.json", "getJwks"),
+  document("/.well-known/lxhub/endorsements.json", "getEndorsements"),
   document("/meta/1.0/index-system", "getLxcIndexSystem"),
   document("/meta/1.0/index-user", "getLxcIndexUser"),
   {

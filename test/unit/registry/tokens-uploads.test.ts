@@ -1,10 +1,8 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Readable } from "node:stream";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import { openRegistry, type Registry } from "../../../registry/registry.js";
+import type { Registry } from "../../../registry/registry.js";
+import { openScratchRegistry, type ScratchRegistry } from "../../support/registry.js";
 import { allows, MAX_TOKEN_TTL_SECONDS, parseDuration } from "../../../registry/tokens.js";
 import { LxhubError } from "../../../registry/errors.js";
 
@@ -40,22 +38,13 @@ describe("token scopes", () => {
 });
 
 describe("registry services over a real data folder", () => {
-  let dir: string;
+  let scratch: ScratchRegistry;
   let reg: Registry;
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), "lxhub-reg-"));
-    reg = await openRegistry({
-      dataDir: dir,
-      statementTtlSeconds: 3600,
-      uploadTtlSeconds: 60,
-      maxBlobBytes: 1024,
-      issuer: "test",
-    });
+    scratch = await openScratchRegistry();
+    reg = scratch.reg;
   });
-  after(async () => {
-    await reg.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => scratch.close());
 
   it("unknown scopes are refused when creating a token", async () => {
     await assert.rejects(reg.tokens.create({ scopes: ["push"], ttlSeconds: 60 }), /unknown scope/);
