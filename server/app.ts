@@ -191,7 +191,7 @@ export async function startServer(
   }
   const read = readPath(tls?.cert ?? "");
 
-  const logRequest = accessLogger(accessSink);
+  const logRequest = accessLogger(accessSink, metrics.observeRequest);
   const headersMs = config.headersTimeoutSeconds * 1000;
   const bodyLimits = {
     requestMs: config.requestTimeoutSeconds * 1000,
@@ -206,10 +206,6 @@ export async function startServer(
   };
   const handler: http.RequestListener = (req, res) => {
     logRequest(req, res);
-    const sentBefore = req.socket.bytesWritten;
-    res.once("finish", () =>
-      metrics.observeRequest(req.url ?? "", res.statusCode, req.socket.bytesWritten - sentBefore),
-    );
     guardBody(req, res, bodyLimits, mayOutlast, (why) =>
       log.warn({ event: "request-cut", method: req.method, url: req.url, why }),
     );

@@ -23,18 +23,37 @@ export interface Metrics {
  * each API resource, the operators' endpoints.
  */
 export function routeOf(url: string): string {
+  // The common paths by prefix, without a regular expression or an allocation.
+  if (url.startsWith("/streams/") || url.startsWith("/.well-known/") || url.startsWith("/meta/")) {
+    return "documents";
+  }
+  if (url.startsWith("/images/")) return url.length === 8 || url[8] === "?" ? "catalog" : "files";
+  if (url.startsWith("/blobs/")) return "blobs";
+  if (url.startsWith("/upstream/")) return "upstream";
+  if (url.startsWith("/api/v1/")) {
+    const end = url.slice(8).search(/[/?]/);
+    const resource = end < 0 ? url.slice(8) : url.slice(8, 8 + end);
+    return API_RESOURCES.has(resource) ? `api_${resource}` : "other";
+  }
+  // Anything else (rare: doubled slashes, the catalog, health, metrics) the slow way.
   const p = url.replace(/[?#].*$/, "").replace(/\/{2,}/g, "/");
   if (p === "/" || p === "/images" || p === "/images/") return "catalog";
-  const m = /^\/(streams|\.well-known|meta|images|blobs|upstream|healthz|readyz|metrics)(\/|$)/.exec(p);
-  if (m) {
-    const first = m[1] as string;
-    return (
-      { streams: "documents", ".well-known": "documents", meta: "documents", images: "files" }[first] ?? first
-    );
-  }
-  const api = /^\/api\/v1\/([a-z]+)/.exec(p);
-  return api ? `api_${api[1]}` : "other";
+  if (p !== url) return routeOf(p);
+  const m = /^\/(healthz|readyz|metrics|catalog\.css|catalog\.js)$/.exec(p);
+  return m ? (m[1] as string).replace(".", "_") : "other";
 }
+
+/** API resources, the second segment of `/api/v1/…` (a closed set: labels stay bounded). */
+const API_RESOURCES = new Set([
+  "uploads",
+  "blobs",
+  "products",
+  "tokens",
+  "mirrors",
+  "upstream",
+  "prune",
+  "gc",
+]);
 
 export function createMetrics(deps: {
   mirrors: MirrorStatusService;
@@ -45,7 +64,8 @@ export function createMetrics(deps: {
   statementTtlSeconds?: number;
 }): Metrics {
   const registry = new PromRegistry();
-  const requests = new Map<string, { route: string; status: string; count: number }>();
+  /** route → status → count: two lookups per answer, no string built. */
+  const requests = new Map<string, Map<number, number>>();
   const bytesByRoute = new Map<string, number>();
   const errors = new Map<string, number>();
   let snapshot: Promise<MirrorStatus[]> | null = null;
@@ -118,7 +138,9 @@ export function createMetrics(deps: {
     registers: [registry],
     collect() {
       this.reset();
-      for (const r of requests.values()) this.inc({ route: r.route, status: r.status }, r.count);
+      for (const [route, byStatus] of requests) {
+        for (const [status, n] of byStatus) this.inc({ route, status: String(status) }, n);
+      }
     },
   });
   new Counter({
@@ -185,10 +207,9 @@ export function createMetrics(deps: {
     registry,
     observeRequest(url, status, bytes) {
       const route = routeOf(url);
-      const key = `${route} ${status}`;
-      const r = requests.get(key);
-      if (r) r.count++;
-      else requests.set(key, { route, status: String(status), count: 1 });
+      let byStatus = requests.get(route);
+      if (!byStatus) requests.set(route, (byStatus = new Map()));
+      byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
       bytesByRoute.set(route, (bytesByRoute.get(route) ?? 0) + bytes);
     },
     observeError(code) {
